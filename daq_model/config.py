@@ -1,0 +1,581 @@
+"""DVIS-DAQ model configuration: frozen dataclasses, named presets and the official yaml loader.
+
+A :class:`DAQConfig` fully describes one model (architecture, inference thresholds, input
+pre-processing, loss weights). Configs are immutable; derive variants with
+:meth:`DAQConfig.with_overrides`. Three ways to get one:
+
+* ``get_preset("ytvis19_online_r50")`` -- the released architectures (see :data:`PRESET_NAMES`);
+* ``load_official_yaml("configs/dvis_daq/ovis/DAQ_Offline_R50.yaml")`` -- the official detectron2
+  yaml files, ``_BASE_`` inheritance included (keys we do not model are ignored);
+* ``load_config(spec)`` -- either of the above, or a yaml written by :meth:`DAQConfig.to_yaml`.
+
+Field names follow the official config keys (lower-cased) so a reader can map them one to one.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from daq_model.categories import OVIS_CATEGORIES, YTVIS_2019_CATEGORIES, YTVIS_2021_CATEGORIES
+
+logger = logging.getLogger(__name__)
+
+ONLINE = "DVIS_DAQ_online"
+OFFLINE = "DVIS_DAQ_offline"
+
+IMPLEMENTED_BACKBONES = ("resnet",)
+
+
+class BackboneNotImplementedError(NotImplementedError):
+    """Raised for configs whose backbone (Swin-L, ViT-Adapter-L) daq_model does not implement."""
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """detectron2 ResNet (``MODEL.RESNETS``); ``name`` is resnet | swin | vit_adapter."""
+
+    name: str = "resnet"
+    depth: int = 50
+    stem_out_channels: int = 64
+    res2_out_channels: int = 256
+    width_per_group: int = 64
+    num_groups: int = 1
+    stride_in_1x1: bool = False
+    norm: str = "FrozenBN"
+    res5_dilation: int = 1
+
+
+@dataclass(frozen=True)
+class PixelDecoderConfig:
+    """Mask2Former ``MSDeformAttnPixelDecoder`` (``MODEL.SEM_SEG_HEAD``)."""
+
+    conv_dim: int = 256
+    mask_dim: int = 256
+    norm: str = "GN"
+    transformer_enc_layers: int = 6
+    transformer_in_features: tuple[str, ...] = ("res3", "res4", "res5")
+    common_stride: int = 4
+    enc_dim_feedforward: int = 1024  # hard-coded in the official pixel decoder
+    enc_nheads: int = 8
+    enc_n_points: int = 4
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """The per-frame Mask2Former decoder (``MODEL.MASK_FORMER`` + ``NUM_CLASSES``)."""
+
+    num_classes: int = 40
+    num_queries: int = 100
+    hidden_dim: int = 256
+    nheads: int = 8
+    dim_feedforward: int = 2048
+    dec_layers: int = 10  # official convention: number of transformer layers + 1
+    pre_norm: bool = False
+    enforce_input_proj: bool = False
+    reid_hidden_dim: int = 256
+    num_reid_head_layers: int = 3
+    size_divisibility: int = 32
+
+    @property
+    def num_transformer_layers(self) -> int:
+        return self.dec_layers - 1
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """The DAQ tracker (``MODEL.TRACKER`` and ``MODEL.VIDEO_HEAD``).
+
+    ``kick_out_frame_num`` and ``anchor_history`` are constructor constants in the official code
+    (8 and 10), not config keys; they are exposed here with the official values as defaults.
+    """
+
+    decoder_layers: int = 6
+    num_new_ins: int = 100
+    num_slots: int = 5
+    training_select_threshold: float = 0.02
+    inference_select_threshold: float = 0.01
+    aux_inference_select_threshold: float = 0.01
+    dis_fg_threshold: float = 0.01
+    ovis_infer: bool = False
+    noise_frame_num: int = 5
+    kick_out_frame_num: int = 8
+    anchor_history: int = 10
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """The offline temporal refiner (``MODEL.REFINER``); only built for offline models."""
+
+    decoder_layers: int = 6
+    use_local_attn: bool = False
+    offline_topk_num: int = 40
+    mask_window_size: int = 3  # MASK_FORMER.TEST.WINDOW_SIZE: frames per refiner mask chunk
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Test-time pre-processing (``INPUT.*``, ``MODEL.PIXEL_MEAN/STD``), RGB order, 0..255."""
+
+    min_size_test: int = 480
+    max_size_test: int = 1333
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    format: str = "RGB"
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """Post-processing (``MODEL.MASK_FORMER.TEST``)."""
+
+    __test__ = False  # not a pytest test class
+
+    task: str = "vis"
+    max_num: int = 20
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Training loss weights and point sampling (``MODEL.MASK_FORMER``)."""
+
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+    train_num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How we run the model; none of this changes the architecture or the weights.
+
+    ``frame_batch_size``: frames per segmenter batch (the official code uses windows of 5; the
+    result does not depend on it beyond float noise). ``precision``: ``fp32``, ``fp16``, ``bf16``
+    or ``auto`` (fp32 on CPU, fp16 autocast on CUDA as in the official evaluation).
+    ``track_ids``: ``official`` draws ids like the official code (Python ``random``), ``sequential``
+    numbers tracks 0, 1, 2, ... per video. Ids never change the VIS result.
+    """
+
+    frame_batch_size: int = 5
+    precision: str = "auto"
+    track_ids: str = "sequential"
+
+
+@dataclass(frozen=True)
+class DAQConfig:
+    """Everything that defines one DVIS-DAQ model."""
+
+    name: str = "custom"
+    meta_architecture: str = ONLINE
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    pixel_decoder: PixelDecoderConfig = field(default_factory=PixelDecoderConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    refiner: RefinerConfig = field(default_factory=RefinerConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    class_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.meta_architecture not in (ONLINE, OFFLINE):
+            raise ValueError(
+                f"meta_architecture must be {ONLINE!r} or {OFFLINE!r}, got {self.meta_architecture!r}"
+            )
+        if self.class_names and len(self.class_names) != self.segmenter.num_classes:
+            raise ValueError(
+                f"{len(self.class_names)} class names for {self.segmenter.num_classes} classes"
+            )
+
+    @property
+    def offline(self) -> bool:
+        return self.meta_architecture == OFFLINE
+
+    @property
+    def num_classes(self) -> int:
+        return self.segmenter.num_classes
+
+    def class_name(self, label: int) -> str:
+        """Name of contiguous label ``label`` (``class_<i>`` when the config has no names)."""
+        if 0 <= label < len(self.class_names):
+            return self.class_names[label]
+        return f"class_{label}"
+
+    def check_buildable(self) -> None:
+        """Raise a clear error for architectures daq_model cannot build."""
+        if self.backbone.name not in IMPLEMENTED_BACKBONES:
+            raise BackboneNotImplementedError(
+                f"config {self.name!r}: backbone {self.backbone.name!r} is not implemented in "
+                f"daq_model (implemented: {', '.join(IMPLEMENTED_BACKBONES)})"
+            )
+        if self.tracker.num_new_ins != self.segmenter.num_queries:
+            raise ValueError(
+                "tracker.num_new_ins must equal segmenter.num_queries (emerging query i uses the "
+                f"anchor of segmenter query i); got {self.tracker.num_new_ins} and "
+                f"{self.segmenter.num_queries}"
+            )
+
+    # ----------------------------------------------------------------------------------------
+    # serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DAQConfig":
+        return _build_dataclass(cls, data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump({"daq_config": self.to_dict()}, sort_keys=False)
+
+    def config_hash(self) -> str:
+        """Stable short hash of the architecture and the inference settings (for provenance)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "DAQConfig":
+        """Copy with dotted-path overrides, e.g. ``{"tracker.inference_select_threshold": 0.1}``."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                if part not in node or not isinstance(node[part], dict):
+                    raise KeyError(f"unknown config section {part!r} in {dotted!r}")
+                node = node[part]
+            if leaf not in node:
+                raise KeyError(f"unknown config key {dotted!r}")
+            node[leaf] = value
+        return DAQConfig.from_dict(data)
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _build_dataclass(cls: type, data: Mapping[str, Any]) -> Any:
+    kwargs: dict[str, Any] = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key not in fields:
+            raise KeyError(f"unknown key {key!r} for {cls.__name__}")
+        ftype = fields[key].type
+        sub = _DATACLASS_FIELDS.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
+        if sub is not None and isinstance(value, Mapping):
+            kwargs[key] = _build_dataclass(sub, value)
+        elif isinstance(value, list):
+            kwargs[key] = tuple(value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+_DATACLASS_FIELDS: dict[str, type] = {
+    c.__name__: c
+    for c in (
+        BackboneConfig,
+        PixelDecoderConfig,
+        SegmenterConfig,
+        TrackerConfig,
+        RefinerConfig,
+        InputConfig,
+        TestConfig,
+        LossConfig,
+        InferenceConfig,
+    )
+}
+
+
+# --------------------------------------------------------------------------------------------
+# presets
+
+def _r50(name: str, arch: str, classes: tuple[str, ...], tracker: TrackerConfig,
+         refiner: RefinerConfig = RefinerConfig()) -> DAQConfig:
+    return DAQConfig(
+        name=name,
+        meta_architecture=arch,
+        segmenter=SegmenterConfig(num_classes=len(classes)),
+        tracker=tracker,
+        refiner=refiner,
+        class_names=classes,
+    )
+
+
+_YTVIS_TRACKER = TrackerConfig(training_select_threshold=0.02, inference_select_threshold=0.01)
+_OVIS_ONLINE_TRACKER = TrackerConfig(
+    training_select_threshold=0.1, inference_select_threshold=0.1, ovis_infer=True
+)
+_OVIS_OFFLINE_TRACKER = TrackerConfig(
+    training_select_threshold=0.1, inference_select_threshold=0.05, ovis_infer=True
+)
+
+
+def _swin_or_vit(name: str, backbone: str, arch: str, classes: tuple[str, ...]) -> DAQConfig:
+    return DAQConfig(
+        name=name,
+        meta_architecture=arch,
+        backbone=BackboneConfig(name=backbone),
+        segmenter=SegmenterConfig(num_classes=len(classes), num_queries=200),
+        tracker=TrackerConfig(num_new_ins=200),
+        class_names=classes,
+    )
+
+
+def _small(name: str = "daq_small", num_classes: int = 5,
+           class_names: tuple[str, ...] = ()) -> DAQConfig:
+    """The reduced-width R50 used by the reference case and by the model this project ships:
+    the official block structure and key names at 1/8 width, 64-d transformer."""
+    return DAQConfig(
+        name=name,
+        meta_architecture=OFFLINE,
+        backbone=BackboneConfig(stem_out_channels=16, res2_out_channels=32, width_per_group=8),
+        pixel_decoder=PixelDecoderConfig(conv_dim=64, mask_dim=64, transformer_enc_layers=2),
+        segmenter=SegmenterConfig(
+            num_classes=num_classes, num_queries=16, hidden_dim=64, dim_feedforward=128,
+            dec_layers=4, reid_hidden_dim=64,
+        ),
+        tracker=TrackerConfig(decoder_layers=2, num_new_ins=16),
+        refiner=RefinerConfig(decoder_layers=2, offline_topk_num=20),
+        test=TestConfig(max_num=10),
+        class_names=class_names,
+    )
+
+
+_PRESET_FACTORIES = {
+    "ytvis19_online_r50": lambda: _r50("ytvis19_online_r50", ONLINE, YTVIS_2019_CATEGORIES, _YTVIS_TRACKER),
+    "ytvis21_online_r50": lambda: _r50("ytvis21_online_r50", ONLINE, YTVIS_2021_CATEGORIES, _YTVIS_TRACKER),
+    "ovis_online_r50": lambda: _r50("ovis_online_r50", ONLINE, OVIS_CATEGORIES, _OVIS_ONLINE_TRACKER),
+    "ovis_offline_r50": lambda: _r50("ovis_offline_r50", OFFLINE, OVIS_CATEGORIES, _OVIS_OFFLINE_TRACKER),
+    "ytvis19_online_swinl": lambda: _swin_or_vit("ytvis19_online_swinl", "swin", ONLINE, YTVIS_2019_CATEGORIES),
+    "ovis_online_swinl": lambda: _swin_or_vit("ovis_online_swinl", "swin", ONLINE, OVIS_CATEGORIES),
+    "ytvis19_online_vitl": lambda: _swin_or_vit("ytvis19_online_vitl", "vit_adapter", ONLINE, YTVIS_2019_CATEGORIES),
+    "ytvis19_offline_vitl": lambda: _swin_or_vit("ytvis19_offline_vitl", "vit_adapter", OFFLINE, YTVIS_2019_CATEGORIES),
+    "ovis_offline_vitl": lambda: _swin_or_vit("ovis_offline_vitl", "vit_adapter", OFFLINE, OVIS_CATEGORIES),
+    "daq_small": _small,
+}
+
+PRESET_NAMES: tuple[str, ...] = tuple(_PRESET_FACTORIES)
+
+
+def get_preset(name: str) -> DAQConfig:
+    """A named preset. Swin-L / ViT-L presets build a config but :meth:`DAQConfig.check_buildable`
+    raises :class:`BackboneNotImplementedError` for them."""
+    try:
+        return _PRESET_FACTORIES[name]()
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESET_NAMES)}") from None
+
+
+def small_config(num_classes: int, class_names: tuple[str, ...] = (), name: str = "daq_small",
+                 offline: bool = True) -> DAQConfig:
+    """The small architecture with another class count (used for the shipped model)."""
+    cfg = _small(name=name, num_classes=num_classes, class_names=class_names)
+    return cfg if offline else dataclasses.replace(cfg, meta_architecture=ONLINE)
+
+
+# --------------------------------------------------------------------------------------------
+# official yaml files
+
+def read_yaml_with_bases(path: str | Path) -> dict[str, Any]:
+    """Read a detectron2-style yaml, resolving ``_BASE_`` (relative to the file) recursively;
+    keys of the child override keys of its base, dicts merge recursively."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not a valid yaml file: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    base = data.pop("_BASE_", None)
+    if base is None:
+        return data
+    base_path = Path(base) if Path(base).is_absolute() else path.parent / base
+    if not base_path.exists():
+        raise FileNotFoundError(f"{path}: _BASE_ file {base_path} does not exist")
+    return _deep_merge(read_yaml_with_bases(base_path), data)
+
+
+def _deep_merge(base: dict[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _get(tree: Mapping[str, Any], dotted: str, default: Any) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    if isinstance(node, str) and node.strip().startswith(("(", "[")):
+        try:  # detectron2 writes tuples as strings such as "(112000,)"
+            node = ast.literal_eval(node)
+        except (ValueError, SyntaxError):
+            pass
+    if isinstance(node, list):
+        node = tuple(node)
+    return node
+
+
+_BACKBONE_NAMES = {
+    "build_resnet_backbone": "resnet",
+    "D2SwinTransformer": "swin",
+    "D2VitAdapterDinoV2": "vit_adapter",
+}
+
+
+def _class_names_for(datasets: tuple[str, ...], num_classes: int) -> tuple[str, ...]:
+    for ds in datasets:
+        for prefix, names in (("ytvis_2019", YTVIS_2019_CATEGORIES), ("ytvis_2021", YTVIS_2021_CATEGORIES),
+                              ("ovis", OVIS_CATEGORIES)):
+            if str(ds).startswith(prefix) and len(names) == num_classes:
+                return names
+    return ()
+
+
+def config_from_official_dict(tree: Mapping[str, Any], name: str = "official") -> DAQConfig:
+    """Map a resolved official config tree (detectron2 keys) onto :class:`DAQConfig`.
+
+    Defaults for absent keys are those of detectron2 / Mask2Former / DVIS++ / DVIS-DAQ's
+    ``add_*_config`` functions, so a yaml chain that relies on them resolves as the official code
+    would.
+    """
+    arch = _get(tree, "MODEL.META_ARCHITECTURE", ONLINE)
+    if arch not in (ONLINE, OFFLINE):
+        raise ValueError(f"{name}: META_ARCHITECTURE {arch!r} is not a DVIS-DAQ model "
+                         f"({ONLINE} or {OFFLINE})")
+    backbone_key = _get(tree, "MODEL.BACKBONE.NAME", "build_resnet_backbone")
+    num_classes = int(_get(tree, "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 54))
+    backbone = BackboneConfig(
+        name=_BACKBONE_NAMES.get(backbone_key, backbone_key),
+        depth=int(_get(tree, "MODEL.RESNETS.DEPTH", 50)),
+        stem_out_channels=int(_get(tree, "MODEL.RESNETS.STEM_OUT_CHANNELS", 64)),
+        res2_out_channels=int(_get(tree, "MODEL.RESNETS.RES2_OUT_CHANNELS", 256)),
+        width_per_group=int(_get(tree, "MODEL.RESNETS.WIDTH_PER_GROUP", 64)),
+        num_groups=int(_get(tree, "MODEL.RESNETS.NUM_GROUPS", 1)),
+        stride_in_1x1=bool(_get(tree, "MODEL.RESNETS.STRIDE_IN_1X1", True)),
+        norm=str(_get(tree, "MODEL.RESNETS.NORM", "FrozenBN")),
+        res5_dilation=int(_get(tree, "MODEL.RESNETS.RES5_DILATION", 1)),
+    )
+    pixel_decoder = PixelDecoderConfig(
+        conv_dim=int(_get(tree, "MODEL.SEM_SEG_HEAD.CONVS_DIM", 256)),
+        mask_dim=int(_get(tree, "MODEL.SEM_SEG_HEAD.MASK_DIM", 256)),
+        norm=str(_get(tree, "MODEL.SEM_SEG_HEAD.NORM", "GN")),
+        transformer_enc_layers=int(_get(tree, "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", 0)),
+        transformer_in_features=tuple(_get(
+            tree, "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES", ("res3", "res4", "res5"))),
+        common_stride=int(_get(tree, "MODEL.SEM_SEG_HEAD.COMMON_STRIDE", 4)),
+        enc_nheads=int(_get(tree, "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS", 8)),
+        enc_n_points=int(_get(tree, "MODEL.SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS", 4)),
+    )
+    segmenter = SegmenterConfig(
+        num_classes=num_classes,
+        num_queries=int(_get(tree, "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 100)),
+        hidden_dim=int(_get(tree, "MODEL.MASK_FORMER.HIDDEN_DIM", 256)),
+        nheads=int(_get(tree, "MODEL.MASK_FORMER.NHEADS", 8)),
+        dim_feedforward=int(_get(tree, "MODEL.MASK_FORMER.DIM_FEEDFORWARD", 2048)),
+        dec_layers=int(_get(tree, "MODEL.MASK_FORMER.DEC_LAYERS", 6)),
+        pre_norm=bool(_get(tree, "MODEL.MASK_FORMER.PRE_NORM", False)),
+        enforce_input_proj=bool(_get(tree, "MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ", False)),
+        reid_hidden_dim=int(_get(tree, "MODEL.MASK_FORMER.REID_HIDDEN_DIM", 256)),
+        num_reid_head_layers=int(_get(tree, "MODEL.MASK_FORMER.NUM_REID_HEAD_LAYERS", 3)),
+        size_divisibility=int(_get(tree, "MODEL.MASK_FORMER.SIZE_DIVISIBILITY", 32)),
+    )
+    tracker = TrackerConfig(
+        decoder_layers=int(_get(tree, "MODEL.TRACKER.DECODER_LAYERS", 6)),
+        num_new_ins=int(_get(tree, "MODEL.VIDEO_HEAD.NUM_NEW_INS", 10)),
+        num_slots=int(_get(tree, "MODEL.VIDEO_HEAD.NUM_SLOTS", 5)),
+        training_select_threshold=float(_get(tree, "MODEL.VIDEO_HEAD.TRAINING_SELECT_THRESHOLD", 0.1)),
+        inference_select_threshold=float(_get(tree, "MODEL.VIDEO_HEAD.INFERENCE_SELECT_THRESHOLD", 0.1)),
+        aux_inference_select_threshold=float(
+            _get(tree, "MODEL.VIDEO_HEAD.AUX_INFERENCE_SELECT_THRESHOLD", 0.01)),
+        dis_fg_threshold=float(_get(tree, "MODEL.VIDEO_HEAD.DIS_FG_THRESHOLD", 0.01)),
+        ovis_infer=bool(_get(tree, "MODEL.VIDEO_HEAD.OVIS_INFER", False)),
+        noise_frame_num=int(_get(tree, "MODEL.VIDEO_HEAD.NOISE_FRAME_NUM", 1)),
+    )
+    refiner = RefinerConfig(
+        decoder_layers=int(_get(tree, "MODEL.REFINER.DECODER_LAYERS", 6)),
+        use_local_attn=bool(_get(tree, "MODEL.VIDEO_HEAD.USE_LOCAL_ATTN", False)),
+        offline_topk_num=int(_get(tree, "MODEL.VIDEO_HEAD.OFFLINE_TOPK_NUM", 20)),
+        mask_window_size=int(_get(tree, "MODEL.MASK_FORMER.TEST.WINDOW_SIZE", 3)),
+    )
+    input_cfg = InputConfig(
+        min_size_test=int(_get(tree, "INPUT.MIN_SIZE_TEST", 800)),
+        max_size_test=int(_get(tree, "INPUT.MAX_SIZE_TEST", 1333)),
+        pixel_mean=tuple(float(v) for v in _get(tree, "MODEL.PIXEL_MEAN", (103.53, 116.28, 123.675))),
+        pixel_std=tuple(float(v) for v in _get(tree, "MODEL.PIXEL_STD", (1.0, 1.0, 1.0))),
+        format=str(_get(tree, "INPUT.FORMAT", "BGR")),
+    )
+    test = TestConfig(
+        task=str(_get(tree, "MODEL.MASK_FORMER.TEST.TASK", "vis")),
+        max_num=int(_get(tree, "MODEL.MASK_FORMER.TEST.MAX_NUM", 20)),
+    )
+    loss = LossConfig(
+        class_weight=float(_get(tree, "MODEL.MASK_FORMER.CLASS_WEIGHT", 1.0)),
+        mask_weight=float(_get(tree, "MODEL.MASK_FORMER.MASK_WEIGHT", 20.0)),
+        dice_weight=float(_get(tree, "MODEL.MASK_FORMER.DICE_WEIGHT", 1.0)),
+        no_object_weight=float(_get(tree, "MODEL.MASK_FORMER.NO_OBJECT_WEIGHT", 0.1)),
+        train_num_points=int(_get(tree, "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 112 * 112)),
+        oversample_ratio=float(_get(tree, "MODEL.MASK_FORMER.OVERSAMPLE_RATIO", 3.0)),
+        importance_sample_ratio=float(_get(tree, "MODEL.MASK_FORMER.IMPORTANCE_SAMPLE_RATIO", 0.75)),
+    )
+    datasets = tuple(_get(tree, "DATASETS.TEST", ())) + tuple(_get(tree, "DATASETS.TRAIN", ()))
+    return DAQConfig(
+        name=name,
+        meta_architecture=arch,
+        backbone=backbone,
+        pixel_decoder=pixel_decoder,
+        segmenter=segmenter,
+        tracker=tracker,
+        refiner=refiner,
+        input=input_cfg,
+        test=test,
+        loss=loss,
+        class_names=_class_names_for(datasets, num_classes),
+    )
+
+
+def load_official_yaml(path: str | Path) -> DAQConfig:
+    """Build a :class:`DAQConfig` from an official DVIS-DAQ yaml (with its ``_BASE_`` chain)."""
+    path = Path(path)
+    return config_from_official_dict(read_yaml_with_bases(path), name=path.stem)
+
+
+def load_config(spec: "str | Path | DAQConfig") -> DAQConfig:
+    """A preset name, an official yaml, or a yaml written by :meth:`DAQConfig.to_yaml`."""
+    if isinstance(spec, DAQConfig):
+        return spec
+    text = str(spec)
+    if text in _PRESET_FACTORIES:
+        return get_preset(text)
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"config {text!r} is neither a preset ({', '.join(PRESET_NAMES)}) nor an existing file"
+        )
+    tree = read_yaml_with_bases(path)
+    if "daq_config" in tree:
+        return DAQConfig.from_dict(tree["daq_config"])
+    if "MODEL" in tree:
+        return config_from_official_dict(tree, name=path.stem)
+    raise ValueError(f"{path}: neither an official DVIS-DAQ config (no MODEL section) nor a "
+                     "daq_config yaml")

@@ -1,0 +1,1 @@
+"""Entry points users run (``daq-label <command>``)."""

@@ -1,0 +1,1 @@
+"""Versioned Arrow schemas of every table daq-label writes, and a validator for them."""
