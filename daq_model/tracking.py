@@ -1,0 +1,111 @@
+"""The online DAQ tracking loop for one video: network step + validity rules + bookkeeping.
+
+:class:`VideoTracker` is shared by the streaming session (``daq_model.predictor``) and the
+non-streaming reference path (``daq_model.reference``), so both make identical decisions.
+Validity (SPEC §3.6.3-§3.6.4): the first frame starts a track for every segmenter query with
+fg > ``aux_inference_select_threshold`` (the segmenter's score, not the tracker's); later frames
+keep/start rows with tracker fg > ``inference_select_threshold``; with ``ovis_infer`` a carried
+track additionally needs slot-branch fg > ``dis_fg_threshold``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from daq_model.config import DAQConfig
+from daq_model.track_state import FrameDecision, OfficialIds, SequentialIds, TrackHub
+from daq_model.tracker import DAQTracker, TrackerFrameOutput, foreground_score
+
+logger = logging.getLogger(__name__)
+
+TRACK_ID_MODES = ("official", "sequential")
+
+
+def make_id_source(mode: str, rng: random.Random | None = None) -> OfficialIds | SequentialIds:
+    """``official``: Python-random ids like the official code (``rng`` seeded by the caller);
+    ``sequential``: 0, 1, 2, ... per video."""
+    if mode == "official":
+        return OfficialIds(rng if rng is not None else random.Random())
+    if mode == "sequential":
+        return SequentialIds()
+    raise ValueError(f"inference.track_ids must be one of {TRACK_ID_MODES}, got {mode!r}")
+
+
+@dataclass
+class TrackStep:
+    """What the tracker did in one frame."""
+
+    frame_index: int
+    output: TrackerFrameOutput
+    valid: Tensor  # (R,) bool validity decision per row
+    decision: FrameDecision
+    active_ids: list[int]  # active list after the frame (next frame's carried tracks)
+
+
+class VideoTracker:
+    """Tracks one video frame by frame. ``ids`` may be shared between videos (official mode)."""
+
+    def __init__(self, tracker: DAQTracker, cfg: DAQConfig, seg_query_table: Tensor,
+                 ids: OfficialIds | SequentialIds, keep_embeds: bool, keep_history: bool = False,
+                 video_start: int = 0) -> None:
+        self.tracker = tracker
+        self.cfg = cfg
+        self.seg_query_table = seg_query_table
+        trk = cfg.tracker
+        self.hub = TrackHub(ids, kick_out=trk.kick_out_frame_num,
+                            anchor_history=trk.anchor_history,
+                            noise_frame_num=trk.noise_frame_num,
+                            keep_embeds=keep_embeds, keep_history=keep_history)
+        self.video_start = video_start
+        self.num_frames = 0
+
+    @property
+    def next_frame_index(self) -> int:
+        return self.video_start + self.num_frames
+
+    def validity(self, out: TrackerFrameOutput, seg_logits: Tensor) -> Tensor:
+        trk = self.cfg.tracker
+        if self.num_frames == 0:
+            return foreground_score(seg_logits.float()) > trk.aux_inference_select_threshold
+        valid = foreground_score(out.logits.float()) > trk.inference_select_threshold
+        if trk.ovis_infer and out.num_tracks > 0:
+            assert out.slot_logits is not None
+            slot_fg = foreground_score(out.slot_logits[: out.num_tracks].float())
+            valid[: out.num_tracks] &= slot_fg > trk.dis_fg_threshold
+        return valid
+
+    def step(self, seg_logits: Tensor, seg_masks: Tensor, seg_embeds: Tensor,
+             mask_features: Tensor, layer_logits: bool = False) -> TrackStep:
+        """One frame: ``seg_logits`` (Q, K+1), ``seg_masks`` (Q, h, w), ``seg_embeds`` (Q, C),
+        ``mask_features`` (C, h, w) raw pixel-decoder features of this frame."""
+        if self.num_frames == 0:
+            queries = anchors = None
+        else:
+            _, queries, anchors = self.hub.track_queries()
+            if queries is None:  # no active track: an empty (0, C) set, still a "later" frame
+                queries = seg_embeds.new_zeros((0, seg_embeds.shape[1]))
+                anchors = queries
+        out = self.tracker.forward_frame(seg_embeds, mask_features, seg_masks,
+                                         self.seg_query_table, queries, anchors,
+                                         layer_logits=layer_logits)
+        valid = self.validity(out, seg_logits)
+        frame_index = self.next_frame_index
+        decision = self.hub.update(frame_index, out.queries, out.logits, out.anchors, valid,
+                                   out.num_tracks)
+        self.num_frames += 1
+        return TrackStep(frame_index=frame_index, output=out, valid=valid, decision=decision,
+                         active_ids=list(self.hub.active))
+
+    def assemble_online(self) -> tuple[list[int], Tensor]:
+        """Official online output (SPEC §3.6.7): kept records in creation order and their mean
+        raw logits (n, K+1)."""
+        kept = self.hub.kept_records(self.video_start, self.num_frames)
+        num_logits = self.cfg.num_classes + 1
+        if not kept:
+            return [], torch.zeros((0, num_logits))
+        return [r.track_id for r in kept], torch.stack([r.mean_logits() for r in kept])
