@@ -237,6 +237,25 @@ def load_checkpoint(model: nn.Module, source: str | os.PathLike[str], *,
                       dropped_keys=dropped, filled_keys=filled, metadata=contents.metadata)
 
 
+def _check_plain(value: Any, where: str) -> None:
+    """Reject values ``torch.load(weights_only=True)`` could not read back (numpy scalars, paths,
+    arbitrary objects): the file must stay loadable without running code."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where}: key {key!r} is not a string")
+            _check_plain(item, f"{where}.{key}")
+        return
+    raise TypeError(f"{where}: {type(value).__name__} values cannot be stored in a weights-only "
+                    "checkpoint (use str, int, float, bool, None, lists and dicts)")
+
+
 def save_checkpoint(model: nn.Module, destination: str | os.PathLike[str],
                     config: DAQConfig | None = None,
                     metadata: Mapping[str, Any] | None = None) -> str:
@@ -246,7 +265,8 @@ def save_checkpoint(model: nn.Module, destination: str | os.PathLike[str],
     Local files are written atomically (temporary file + rename). Returns the sha256.
     """
     destination = str(destination)
-    meta = {"created_unix": int(time.time()), "torch": torch.__version__, **(metadata or {})}
+    _check_plain(dict(metadata or {}), "metadata")
+    meta = {"created_unix": int(time.time()), "torch": str(torch.__version__), **(metadata or {})}
     payload = {
         "format": FORMAT_TAG,
         "model": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()},
