@@ -63,7 +63,9 @@ class CheckpointContents:
 
 @dataclass
 class LoadReport:
-    """What :func:`load_checkpoint` did: source, layout, key counts and the dropped keys."""
+    """What :func:`load_checkpoint` did. ``dropped_keys``: file entries not loaded under their
+    own name (removed or renamed by the filter); ``filled_keys``: model entries not taken from a
+    file entry of the same name (derived buffers, renamed keys)."""
 
     source: str
     layout: str
@@ -169,7 +171,8 @@ def read_checkpoint(source: str | os.PathLike[str]) -> CheckpointContents:
 def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: nn.Module) -> StateDict:
     """Map an official (or our own) state dict onto ``model``'s names (timm convention).
 
-    Our module tree keeps the official names, so names map to themselves. Removed here:
+    Our module tree keeps the official names, so names map to themselves (plus Mask2Former's
+    old ``static_query`` -> ``query_feat`` rename). Removed here:
     ``refiner.*`` (and other optional top-level modules) when the model lacks that module; FrozenBN
     ``num_batches_tracked`` entries (not part of a frozen norm). Derived buffers missing from the
     file (``daq_criterion.empty_weight``) are taken from the model. Both are logged.
@@ -178,6 +181,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Tensor], model: nn.Module) -> 
     out: StateDict = {}
     dropped: list[str] = []
     for key, value in state_dict.items():
+        # Mask2Former decoders before weight-format version 2 called query_feat "static_query"
+        key = key.replace(".static_query.", ".query_feat.")
         prefix = next((p for p in OPTIONAL_PREFIXES if key.startswith(p)), None)
         if prefix is not None and not any(k.startswith(prefix) for k in own):
             dropped.append(key)

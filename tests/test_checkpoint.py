@@ -187,3 +187,14 @@ def test_metadata_must_stay_weights_only_loadable(tmp_path, offline_cfg):
     with pytest.raises(TypeError, match="metadata.source"):
         save_checkpoint(DVISDAQ(offline_cfg), tmp_path / "x.pt", metadata={"source": tmp_path})
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_filter_renames_legacy_static_query(tmp_path, offline_cfg, offline_state):
+    state = dict(offline_state)
+    state["sem_seg_head.predictor.static_query.weight"] = state.pop(
+        "sem_seg_head.predictor.query_feat.weight")
+    path = tmp_path / "legacy.pt"
+    torch.save(state, path)
+    model = DVISDAQ(offline_cfg)
+    load_checkpoint(model, path)
+    _assert_loaded(model, offline_state)

@@ -45,7 +45,10 @@ def reference_run():
     return case, batch, {k: v.numpy() for k, v in ours.items()}, case.outputs("online")
 
 
-def _ours(case: ReferenceCase, ours: dict[str, np.ndarray], name: str) -> np.ndarray:
+def _ours(case: ReferenceCase, ours: dict[str, np.ndarray], ref: dict[str, np.ndarray],
+          name: str) -> np.ndarray:
+    if name not in ref:
+        pytest.skip(f"{name} is not recorded in {case.root} (debug arrays exist in case1 only)")
     sliced = case.slimmed("online")
     return apply_slice(ours[name], sliced[name]) if name in sliced else ours[name]
 
@@ -68,7 +71,7 @@ def test_preprocessing_matches_reference_input(reference_run):
 ])
 def test_feature_maps_match_reference(reference_run, name):
     case, _, ours, ref = reference_run
-    mine = _ours(case, ours, name)
+    mine = _ours(case, ours, ref, name)
     assert mine.shape == ref[name].shape
     scale = float(np.abs(ref[name]).max())
     diff = float(np.abs(mine - ref[name]).max())
@@ -78,14 +81,14 @@ def test_feature_maps_match_reference(reference_run, name):
 @pytest.mark.parametrize("name", ["seg_pred_logits", "seg_pred_embds", "seg_aux_logits"])
 def test_logits_and_embeddings_match_reference(reference_run, name):
     case, _, ours, ref = reference_run
-    mine = _ours(case, ours, name)
+    mine = _ours(case, ours, ref, name)
     assert mine.shape == ref[name].shape
     np.testing.assert_allclose(mine, ref[name], atol=LOGIT_TOL, rtol=LOGIT_TOL, err_msg=name)
 
 
 def test_mask_logits_match_reference(reference_run):
     case, _, ours, ref = reference_run
-    mine = _ours(case, ours, "seg_pred_masks")
+    mine = _ours(case, ours, ref, "seg_pred_masks")
     expected = ref["seg_pred_masks"]
     assert mine.shape == expected.shape
     scale = float(np.abs(expected).max())
