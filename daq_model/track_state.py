@@ -25,28 +25,29 @@ OFFICIAL_ID_RANGE = 100_000  # official ids are random.randint(0, 100000)
 
 
 class GrowingRows:
-    """An append-only (n, D) tensor with amortised doubling (one allocation per doubling)."""
+    """Append-only rows stored in fixed chunks of ``CHUNK_ROWS`` (at most ``CHUNK_ROWS - 1`` rows
+    of slack per instance, no re-allocation of earlier rows)."""
+
+    CHUNK_ROWS = 32
 
     def __init__(self) -> None:
-        self._data: Tensor | None = None
+        self._chunks: list[Tensor] = []
         self.size = 0
 
     def append(self, row: Tensor) -> None:
-        if self._data is None:
-            self._data = row.new_empty((4, row.shape[0]))
-        elif self.size == self._data.shape[0]:
-            grown = self._data.new_empty((2 * self.size, self._data.shape[1]))
-            grown[: self.size] = self._data
-            self._data = grown
-        self._data[self.size] = row
+        if self.size == len(self._chunks) * self.CHUNK_ROWS:
+            self._chunks.append(row.new_empty((self.CHUNK_ROWS, row.shape[0])))
+        self._chunks[-1][self.size % self.CHUNK_ROWS] = row
         self.size += 1
 
     def view(self) -> Tensor:
-        assert self._data is not None
-        return self._data[: self.size]
+        """The rows as one (n, D) tensor (a copy)."""
+        if not self._chunks:
+            raise ValueError("no rows")
+        return torch.cat(self._chunks)[: self.size]
 
     def nbytes(self) -> int:
-        return 0 if self._data is None else self._data.numel() * self._data.element_size()
+        return sum(c.numel() * c.element_size() for c in self._chunks)
 
 
 class OfficialIds:
@@ -216,6 +217,7 @@ class TrackHub:
                 record.invalid += 1
                 if record.invalid >= self.kick_out:
                     record.dead = True
+                    record.prev_anchors.clear()  # a dead track is never updated again
                     killed += 1
                     row_ids.append(-1)
                     self._maybe_release(record)
