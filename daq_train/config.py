@@ -1,0 +1,250 @@
+"""Training configuration: frozen dataclasses with named presets and a yaml form.
+
+:class:`TrainConfig` describes a whole run (data augmentation, loss points, the three stages with
+their optimisers and schedules, checkpointing). Presets:
+
+* ``official`` -- the official recipe's numbers (R50-size inputs, 12544 points, 160k tracker
+  iterations with the 2-frame phase until 10k, 15-frame refiner clips), for real datasets on GPUs;
+* ``small_cpu`` -- the shipped small model: 128-pixel inputs, fewer points (the mask output is
+  32x32), warm-up + poly decay, a larger gradient-clipping norm for from-scratch training, about
+  three hours on two CPU cores for all three stages;
+* ``tiny_test`` -- a few iterations on 64-pixel inputs (tests).
+
+Derive variants with :meth:`TrainConfig.with_overrides` (``{"tracker.iters": 100}``) or write a
+yaml with :meth:`TrainConfig.to_yaml` and pass it to ``daq-label train --config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from daq_train.augment import AugmentConfig
+from daq_train.optim import OptimConfig
+
+STAGES = ("segmenter", "tracker", "refiner")
+
+
+@dataclass(frozen=True)
+class SegmenterStageConfig:
+    """Stage 1: the per-frame segmenter (backbone + pixel decoder + decoder), Mask2Former loss."""
+
+    iters: int = 32000
+    batch_size: int = 8  # frames per step
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(base_lr=5e-5, steps=(12000, 24000)))
+
+
+@dataclass(frozen=True)
+class TrackerStageConfig:
+    """Stage 2: the DAQ tracker on frozen segmenter outputs (SPEC §4.2).
+
+    ``short_clip_frames`` frames per step until ``full_clip_from`` (the official 2-frame phase,
+    "stage 2" with the emergence half-drop), then all ``num_frames`` ("stage 3": propagation by
+    ``training_select_threshold`` and the disappearance simulation). ``daq`` False trains the plain
+    referring tracker of the ablation (no emerging anchor queries); ``emergence_simulation`` /
+    ``disappearance_simulation`` switch the two halves of EDS.
+    ``simulated_disappearance_main_negative`` reproduces the official aliasing quirk (the simulated
+    disappeared object is also a negative of the main branch in frames with a real disappearance).
+    """
+
+    iters: int = 160000
+    num_frames: int = 5
+    frame_range: int = 2
+    short_clip_frames: int = 2
+    full_clip_from: int = 10000
+    daq: bool = True
+    emergence_simulation: bool = True
+    disappearance_simulation: bool = True
+    min_tracks_for_disappearance: int = 3
+    simulated_disappearance_main_negative: bool = False
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=(112000,)))
+
+
+@dataclass(frozen=True)
+class RefinerStageConfig:
+    """Stage 3: the offline refiner on tracker outputs (SPEC §4.3). Matching on the online
+    candidates until ``self_matching_from`` x ``iters``, then each refiner layer on its own."""
+
+    iters: int = 160000
+    num_frames: int = 15
+    frame_range: int = 7
+    reverse_prob: float = 0.5
+    self_matching_from: float = 0.5
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=(112000,)))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run. ``model``: a :mod:`daq_model.config` preset or yaml; its class count
+    is set from the data. ``num_points``: points per mask and frame for the matching costs and the
+    mask losses (``None``: the model config's ``train_num_points``)."""
+
+    name: str = "official"
+    model: str = "ytvis19_online_r50"
+    seed: int = 42
+    num_points: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    segmenter: SegmenterStageConfig = field(default_factory=SegmenterStageConfig)
+    tracker: TrackerStageConfig = field(default_factory=TrackerStageConfig)
+    refiner: RefinerStageConfig = field(default_factory=RefinerStageConfig)
+    thaw_backbone_norm: bool = False
+    zero_init_residual: bool = False
+    amp: bool = True
+    curriculum: str = ""
+    log_period: int = 20
+    checkpoint_period: int = 5000
+
+    def stage(self, name: str) -> Any:
+        if name not in STAGES:
+            raise KeyError(f"unknown stage {name!r}; known: {', '.join(STAGES)}")
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        return _build(cls, data)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump({"train_config": self.to_dict()}, sort_keys=False)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> "TrainConfig":
+        """Copy with dotted-path overrides, e.g. ``{"segmenter.optim.base_lr": 2e-4}``."""
+        data = self.to_dict()
+        for dotted, value in overrides.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                if not isinstance(node.get(part), dict):
+                    raise KeyError(f"unknown train config section {part!r} in {dotted!r}")
+                node = node[part]
+            if leaf not in node:
+                raise KeyError(f"unknown train config key {dotted!r}")
+            node[leaf] = value
+        return TrainConfig.from_dict(data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise KeyError(f"unknown key {key!r} for {cls.__name__}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+            kwargs[key] = _build(hint, value)
+        elif isinstance(value, list):
+            kwargs[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# presets
+
+def _small_cpu() -> TrainConfig:
+    return TrainConfig(
+        name="small_cpu",
+        model="daq_small",
+        seed=42,
+        num_points=1024,
+        augment=AugmentConfig(short_edge_choices=(112, 128, 144), max_size=256, crop_prob=0.5,
+                              crop_resize_choices=(128, 160, 192), crop_resize_max=384,
+                              crop_size_range=(96, 160), flip_prob=0.5),
+        segmenter=SegmenterStageConfig(
+            iters=12000, batch_size=4,
+            optim=OptimConfig(base_lr=2e-4, backbone_multiplier=1.0, warmup_iters=300,
+                              warmup_factor=0.001, schedule="poly", clip_grad_norm=1.0)),
+        tracker=TrackerStageConfig(
+            iters=6000, full_clip_from=2000,
+            optim=OptimConfig(base_lr=1e-4, warmup_iters=100, warmup_factor=0.01, schedule="poly",
+                              clip_grad_norm=1.0)),
+        refiner=RefinerStageConfig(
+            iters=2000, num_frames=10, frame_range=5,
+            optim=OptimConfig(base_lr=1e-4, warmup_iters=100, warmup_factor=0.01, schedule="poly",
+                              clip_grad_norm=1.0)),
+        thaw_backbone_norm=True,
+        zero_init_residual=True,
+        amp=True,
+        log_period=50,
+        checkpoint_period=500,
+    )
+
+
+def _tiny_test() -> TrainConfig:
+    quick = OptimConfig(base_lr=5e-4, backbone_multiplier=1.0, warmup_iters=0, schedule="constant",
+                        clip_grad_norm=1.0)
+    return TrainConfig(
+        name="tiny_test",
+        model="daq_small",
+        seed=0,
+        num_points=256,
+        augment=AugmentConfig(short_edge_choices=(64,), max_size=128, crop_prob=0.0, flip_prob=0.5),
+        segmenter=SegmenterStageConfig(iters=4, batch_size=2, optim=quick),
+        tracker=TrackerStageConfig(iters=4, num_frames=3, frame_range=1, full_clip_from=2, optim=quick),
+        refiner=RefinerStageConfig(iters=4, num_frames=4, frame_range=2, optim=quick),
+        thaw_backbone_norm=True,
+        zero_init_residual=False,
+        amp=False,
+        log_period=1,
+        checkpoint_period=2,
+    )
+
+
+_PRESETS = {"official": TrainConfig, "small_cpu": _small_cpu, "tiny_test": _tiny_test}
+TRAIN_PRESETS: tuple[str, ...] = tuple(_PRESETS)
+
+
+def get_train_preset(name: str) -> TrainConfig:
+    try:
+        return _PRESETS[name]()
+    except KeyError:
+        raise KeyError(f"unknown train preset {name!r}; known: {', '.join(TRAIN_PRESETS)}") from None
+
+
+def load_train_config(spec: str | Path) -> TrainConfig:
+    """A preset name or a yaml written by :meth:`TrainConfig.to_yaml` (a ``train_config`` mapping,
+    possibly partial: missing keys take the ``base`` preset's values, ``official`` by default)."""
+    text = str(spec)
+    if text in _PRESETS:
+        return get_train_preset(text)
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(f"train config {text!r} is neither a preset "
+                                f"({', '.join(TRAIN_PRESETS)}) nor an existing file")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not a valid yaml file: {exc}") from exc
+    if not isinstance(tree, dict) or not isinstance(tree.get("train_config"), dict):
+        raise ValueError(f"{path}: expected a 'train_config' mapping")
+    body = dict(tree["train_config"])
+    base = get_train_preset(str(body.pop("base", "official")))
+    return base.with_overrides(_flatten(body))
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
