@@ -16,7 +16,6 @@ now); class labels are contiguous ``0..K-1`` in the order of the categories' ids
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_util
 from torch import Tensor
+
+from daq_eval.ytvis_format import read_dataset, segmentation_to_rle
 
 logger = logging.getLogger(__name__)
 
@@ -74,60 +75,38 @@ class VideoAnnotation:
 
 def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
     """One frame's segmentation (None, RLE with string or list counts, or polygons) -> bool mask."""
-    if seg is None or (isinstance(seg, list) and len(seg) == 0):
+    rle = segmentation_to_rle(seg, height, width)
+    if rle is None:
         return np.zeros((height, width), dtype=bool)
-    if isinstance(seg, dict):
-        rle = mask_util.frPyObjects(seg, height, width) if isinstance(seg.get("counts"), list) else seg
-    else:  # polygons
-        rle = mask_util.merge(mask_util.frPyObjects(seg, height, width))
     return mask_util.decode(rle).astype(bool)
 
 
 class VideoDataset:
-    """All videos of one annotation file (no frame data loaded until a clip is asked for)."""
+    """All videos of one annotation file (no frame data loaded until a clip is asked for).
+
+    The file is read and validated by :func:`daq_eval.ytvis_format.read_dataset` (errors name the
+    file and entry); crowd annotations and videos without frames are skipped.
+    """
 
     def __init__(self, source: DataSource) -> None:
         self.source = source
-        path = source.annotation_file
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise DatasetError(f"{path}: annotation file does not exist") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DatasetError(f"{path}: not a JSON file: {exc}") from exc
-        if not isinstance(data, dict) or not {"videos", "annotations", "categories"} <= set(data):
-            raise DatasetError(f"{path}: not a YouTube-VIS annotation file (needs videos, "
-                               "annotations and categories)")
-        categories = sorted(data["categories"], key=lambda c: c["id"])
-        self.category_ids = tuple(int(c["id"]) for c in categories)
-        self.class_names = tuple(str(c.get("name", c["id"])) for c in categories)
+        path = Path(source.annotation_file)
+        if not path.exists():
+            raise DatasetError(f"{path}: annotation file does not exist")
+        dataset = read_dataset(path)
+        if dataset.annotations is None:
+            raise DatasetError(f"{path}: has no annotations (an unlabelled split cannot be trained on)")
+        categories = sorted(dataset.categories, key=lambda c: c.id)
+        self.category_ids = tuple(c.id for c in categories)
+        self.class_names = tuple(c.name for c in categories)
         to_label = {cid: i for i, cid in enumerate(self.category_ids)}
-        per_video: dict[int, list[InstanceAnnotation]] = {}
-        skipped = 0
-        for ann in data["annotations"]:
-            try:
-                if ann.get("iscrowd", 0):
-                    skipped += 1
-                    continue
-                inst = InstanceAnnotation(int(ann["id"]), to_label[int(ann["category_id"])],
-                                          tuple(ann["segmentations"]))
-                per_video.setdefault(int(ann["video_id"]), []).append(inst)
-            except KeyError as exc:
-                raise DatasetError(f"{path}: annotation {ann.get('id')} lacks or has an unknown "
-                                   f"{exc}") from None
+        skipped = sum(1 for a in dataset.annotations if a.iscrowd)
         videos = []
-        for v in data["videos"]:
-            try:
-                video = VideoAnnotation(int(v["id"]), tuple(v["file_names"]), int(v["height"]),
-                                        int(v["width"]), tuple(per_video.get(int(v["id"]), ())))
-            except KeyError as exc:
-                raise DatasetError(f"{path}: video {v.get('id')} lacks {exc}") from None
-            bad = [i.track_id for i in video.instances if len(i.segmentations) != video.length]
-            if bad:
-                raise DatasetError(f"{path}: video {video.video_id}: annotations {bad[:5]} have a "
-                                   f"segmentation count different from its {video.length} frames")
-            if video.length > 0:
-                videos.append(video)
+        for v in dataset.videos:
+            instances = tuple(InstanceAnnotation(a.id, to_label[a.category_id], a.segmentations)
+                              for a in dataset.annotations_by_video[v.id] if not a.iscrowd)
+            if v.length > 0:
+                videos.append(VideoAnnotation(v.id, v.file_names, v.height, v.width, instances))
         if not videos:
             raise DatasetError(f"{path}: no videos with frames")
         self.videos: list[VideoAnnotation] = videos

@@ -80,8 +80,11 @@ def write_tiny_dataset(root: Path, num_videos: int = 3, num_frames: int = 6, siz
         videos.append({"id": v + 1, "file_names": file_names, "height": h, "width": w,
                        "length": num_frames})
         for i, o in enumerate(objects):
+            areas = [None if s is None else float(mask_util.area(
+                mask_util.frPyObjects(s, h, w) if isinstance(s["counts"], list) else
+                {"size": s["size"], "counts": s["counts"].encode()})) for s in segs[i]]
             annotations.append({"id": ann_id, "video_id": v + 1, "category_id": o["kind"] + 1,
-                                "segmentations": segs[i], "iscrowd": 0})
+                                "segmentations": segs[i], "areas": areas, "iscrowd": 0})
             ann_id += 1
     data = {"videos": videos, "annotations": annotations,
             "categories": [{"id": 1, "name": "square"}, {"id": 2, "name": "disc"}]}
@@ -112,7 +115,7 @@ def test_bad_files_raise_clear_errors(tmp_path: Path) -> None:
         VideoDataset(DataSource.from_root(tmp_path / "nothing"))
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "annotations.json").write_text("{\"videos\": []}")
-    with pytest.raises(DatasetError, match="not a YouTube-VIS"):
+    with pytest.raises(ValueError, match="annotations.json"):
         VideoDataset(DataSource.from_root(tmp_path / "x"))
 
 
