@@ -52,7 +52,13 @@ class MinVISLink:
 
 
 def minvis_link(frame_embeds: Tensor, seg_logits: Tensor) -> MinVISLink:
-    """Link frame queries by Hungarian matching on 1 - cos to the previous linked set."""
+    """Link frame queries by Hungarian matching on 1 - cos to the previous linked set
+    (float32, outside autocast)."""
+    with torch.autocast(frame_embeds.device.type, enabled=False):
+        return _minvis_link(frame_embeds.float(), seg_logits.float())
+
+
+def _minvis_link(frame_embeds: Tensor, seg_logits: Tensor) -> MinVISLink:
     num_frames, num_queries, _ = frame_embeds.shape
     perm = torch.empty((num_frames, num_queries), dtype=torch.int64)
     perm[0] = torch.arange(num_queries)

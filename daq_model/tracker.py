@@ -128,12 +128,14 @@ class DAQTracker(nn.Module):
     @staticmethod
     def initial_slot_assignment(rows: Tensor, table: Tensor) -> Tensor:
         """Index into ``table`` for every row: arg-min of ``1 - cos``, overridden by a Hungarian
-        assignment on the same cost for the rows it covers (official behaviour, SPEC §3.6.4)."""
-        a = rows.detach().float()
-        b = table.detach().float()
-        a = a / (a.norm(dim=1, keepdim=True) + 1e-6)
-        b = b / (b.norm(dim=1, keepdim=True) + 1e-6)
-        cost = 1 - a @ b.T
+        assignment on the same cost for the rows it covers (official behaviour, SPEC §3.6.4).
+        Computed in float32 outside autocast (scipy needs it)."""
+        with torch.autocast(rows.device.type, enabled=False):
+            a = rows.detach().float()
+            b = table.detach().float()
+            a = a / (a.norm(dim=1, keepdim=True) + 1e-6)
+            b = b / (b.norm(dim=1, keepdim=True) + 1e-6)
+            cost = 1 - a @ b.T
         chosen = cost.argmin(dim=1)
         row_idx, col_idx = linear_sum_assignment(cost.cpu().numpy())
         chosen[torch.as_tensor(row_idx, dtype=torch.long, device=chosen.device)] = torch.as_tensor(
