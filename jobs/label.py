@@ -1,0 +1,126 @@
+"""``daq-label label INPUT OUTPUT [options] [Beam pipeline options]``: the label job.
+
+Builds and runs the Beam pipeline of :mod:`pipeline.job`. Options this command does not know are
+Beam pipeline options and pass through unchanged (``--runner DataflowRunner --project ...``);
+put them after INPUT OUTPUT, or write them as ``--name=value``.
+
+Exit status: 0 when the job ran (videos that failed are recorded in ``videos/`` with the reason);
+2 for unusable arguments (INPUT matches nothing, bad checkpoint or config, OUTPUT of another
+model, unknown options), checked before any worker starts; 1 if the pipeline itself failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+EPILOG = """\
+INPUT is a glob (quote it), a directory (its video files, recursively), a text file of URLs
+(*.txt, *.list, *.lst, *.urls: one URL or path per line) or one video file, on any fsspec
+filesystem (local, gs://, s3://). OUTPUT is a directory URL; it receives tracks/, track_summary/,
+videos/ (zstd Parquet, one file per video and table) and _done/ markers.
+
+Reruns skip videos already done (resume) and replace, never duplicate, what they rewrite.
+
+Beam: the default runs locally on Beam's in-process FnApiRunner, one worker process per core
+(never Beam's Prism download). Any Beam pipeline option passes through, e.g.
+  daq-label label 'gs://b/videos/*.mp4' gs://b/labels --checkpoint gs://b/m.pt --config c.yaml \\
+      --runner DataflowRunner --project P --region R --temp_location gs://b/tmp
+
+Example (the bundled sample corpus with the reference case's small model):
+  daq-label label samples/videos out/samples \\
+      --checkpoint tests/data/reference_case1/online/weights.pt \\
+      --config tests/data/reference_case1/online/config.yaml
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("input", metavar="INPUT", help="glob, directory, URL-list file or video file")
+    parser.add_argument("output", metavar="OUTPUT", help="output directory URL")
+    model = parser.add_argument_group("model")
+    model.add_argument("--checkpoint", metavar="PATH|URL",
+                       help="model weights (default: the model shipped with daq-label)")
+    model.add_argument("--config", metavar="PRESET|YAML",
+                       help="model config: a preset name or a yaml file (default: the shipped "
+                            "model's, or the one stored in the checkpoint)")
+    model.add_argument("--model-name", help="model name recorded in every row (default: config name)")
+    model.add_argument("--device", default="auto",
+                       help="torch device for the model: auto (CUDA if present), cpu, cuda, cuda:N")
+    run = parser.add_argument_group("run")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="local runs: worker processes, each loading the model once "
+                          "(default: one per available core)")
+    run.add_argument("--frames-per-push", type=int, metavar="N",
+                     help="frames decoded per batch pushed to the model (default: the config's "
+                          "inference.frame_batch_size); bounds decode memory")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="label again videos whose done marker says failed")
+    run.add_argument("--skip-model-check", action="store_true",
+                     help="do not load the model once before starting (faster start; a bad "
+                          "checkpoint then fails on the workers)")
+    # Unknown options are Beam pipeline options: keep them instead of failing (Beam's own
+    # parse_known_args pattern, applied to this sub-command only).
+    parse_known = parser.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        ns, extras = parse_known(args, namespace)
+        ns.beam_args = list(getattr(ns, "beam_args", None) or []) + list(extras)
+        return ns, []
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
+
+
+def _unknown_beam_args(beam_args: list[str]) -> list[str]:
+    """Arguments that are no Beam pipeline option either (typos of ours, stray words)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    options = PipelineOptions(beam_args)
+    known = set(options.get_all_options(drop_default=True))
+    everything = set(options.get_all_options(drop_default=True, retain_unknown_options=True))
+    unknown = [f"--{name}" for name in sorted(everything - known)]
+    if beam_args and not beam_args[0].startswith("-"):
+        unknown.insert(0, beam_args[0])
+    return unknown
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.job import JobSetupError, LabelJob
+    from pipeline.labeler import LabelSettings
+    from pipeline.model_source import ModelSourceError, resolve_model
+    from pipeline.runner import runner_setup
+
+    beam_args = list(getattr(args, "beam_args", []) or [])
+    unknown = _unknown_beam_args(beam_args)
+    if unknown:
+        logger.error("unknown option(s) %s: neither a 'daq-label label' option nor a Beam pipeline "
+                     "option (see daq-label label --help)", " ".join(unknown))
+        return 2
+    if args.workers is not None and args.workers < 1:
+        logger.error("--workers must be >= 1")
+        return 2
+    try:
+        setup = runner_setup(beam_args, args.workers)
+        spec = resolve_model(args.checkpoint, args.config, args.model_name)
+        push = args.frames_per_push or max(1, spec.config.inference.frame_batch_size)
+        if push < 1:
+            raise JobSetupError("--frames-per-push must be >= 1")
+        job = LabelJob(args.input, args.output, spec, LabelSettings(frames_per_push=push),
+                       device=args.device, retry_failed=args.retry_failed)
+    except (JobSetupError, ModelSourceError, ValueError) as exc:
+        logger.error("%s", exc)
+        return 2
+    try:
+        summary = job.run(setup, check_model=not args.skip_model_check)
+    except (JobSetupError, ModelSourceError) as exc:
+        logger.error("%s", exc)
+        return 2
+    except Exception:  # noqa: BLE001 - the pipeline itself failed
+        logger.exception("the label job failed")
+        return 1
+    print(summary.line())
+    return 0

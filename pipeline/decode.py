@@ -1,0 +1,381 @@
+"""Robust streaming decode of one video through fsspec and PyAV.
+
+* Opens the file through fsspec (local, ``gs://``, ``s3://``, ...) and demuxes the first video
+  stream only (audio and other streams are ignored).
+* Demuxes packet by packet; a packet whose decode raises is skipped and counted, a demux error
+  ends the stream; the decoder is flushed at the end. Frames are converted to RGB by PyAV
+  (swscale), which handles odd sizes; the display rotation (multiples of 90 degrees) is applied so
+  frames come out as a player shows them.
+* Frames are yielded in batches of ``batch_size`` as they decode, so memory stays bounded by one
+  batch (plus the prefetch queue, see :func:`prefetch`).
+* Opening errors are classified (:class:`VideoError` with a ``kind``) with a message naming the file.
+
+Frames expected: the stream's header frame count when the container has one, else
+``round(duration x fps)``. :func:`classify_decode` turns the counts into ok / partial.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, TypeVar
+
+import av
+import numpy as np
+
+from pipeline.storage import is_local, url_to_fs
+
+logger = logging.getLogger(__name__)
+
+# error kinds (videos.error_type)
+EMPTY_FILE = "empty_file"
+UNREADABLE = "unreadable"
+NOT_A_VIDEO = "not_a_video"
+NO_VIDEO_STREAM = "no_video_stream"
+UNSUPPORTED_CODEC = "unsupported_codec"
+NO_FRAMES = "no_frames_decoded"
+TRUNCATED = "truncated"
+CORRUPT = "corrupt_packets"
+MODEL_ERROR = "model_error"
+
+#: fsspec read-ahead block for remote files (PyAV reads sequentially after the header).
+REMOTE_BLOCK_SIZE = 8 * 1024 * 1024
+
+
+class VideoError(Exception):
+    """A video that cannot be labelled at all; ``kind`` is one of the error kinds above."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class StreamInfo:
+    """What the container says about the first video stream (before decoding)."""
+
+    container_format: str
+    codec: str
+    coded_width: int
+    coded_height: int
+    fps: float | None
+    duration_s: float | None
+    frames_header: int | None
+    file_bytes: int | None
+
+    @property
+    def frames_expected(self) -> int | None:
+        if self.frames_header:
+            return self.frames_header
+        if self.duration_s and self.fps:
+            return int(round(self.duration_s * self.fps))
+        return None
+
+    @property
+    def frames_expected_source(self) -> str | None:
+        if self.frames_header:
+            return "header"
+        return "duration" if self.frames_expected is not None else None
+
+
+@dataclass
+class DecodeStats:
+    """Counts gathered while decoding; complete once the batch iterator is exhausted."""
+
+    frames: int = 0
+    packets: int = 0
+    bad_packets: int = 0
+    demux_error: str | None = None
+    first_error: str | None = None
+    rotation: int = 0
+    width: int | None = None  # displayed size of the frames yielded
+    height: int | None = None
+    coded_width: int | None = None  # size of the first decoded frame before rotation
+    coded_height: int | None = None
+    resized_frames: int = 0  # frames whose coded size differed from the first frame's
+    seconds: float = 0.0
+
+    @property
+    def errors(self) -> int:
+        return self.bad_packets + (1 if self.demux_error else 0)
+
+
+@dataclass
+class FrameBatch:
+    """Consecutive decoded frames: ``frames`` (N, H, W, 3) uint8 RGB as displayed."""
+
+    frames: np.ndarray
+    start_index: int
+    timestamps: list[float] = field(default_factory=list)
+
+
+def _seconds(frame: Any, time_base: Any) -> float | None:
+    """Presentation time of a frame in seconds (frames flushed from the decoder carry no time
+    base of their own, so the stream's is used), or None without a timestamp."""
+    if frame.pts is None or time_base is None:
+        return None
+    value = float(frame.pts * time_base)
+    return value if math.isfinite(value) else None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+class StreamingDecoder:
+    """Decode one video as a stream of RGB frame batches (use as a context manager)."""
+
+    def __init__(self, url: str, batch_size: int = 8, storage_options: dict[str, Any] | None = None):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.url = url
+        self.batch_size = batch_size
+        self.storage_options = storage_options
+        self.stats = DecodeStats()
+        self.info: StreamInfo | None = None
+        self._file: Any = None
+        self._container: Any = None
+
+    # ------------------------------------------------------------------ open / close
+
+    def __enter__(self) -> "StreamingDecoder":
+        start = time.perf_counter()
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            self.stats.seconds += time.perf_counter() - start
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for obj in (self._container, self._file):
+            if obj is not None:
+                try:
+                    obj.close()
+                except Exception as exc:  # noqa: BLE001 - closing must not mask the real error
+                    logger.debug("closing %s: %s", self.url, exc)
+        self._container = self._file = None
+
+    def _open(self) -> None:
+        try:
+            fs, path = url_to_fs(self.url, self.storage_options)
+            size = fs.size(path)
+            options = {} if is_local(fs) else {"block_size": REMOTE_BLOCK_SIZE}
+            self._file = fs.open(path, "rb", **options)
+        except FileNotFoundError as exc:
+            raise VideoError(UNREADABLE, f"{self.url}: file not found ({_describe(exc)})") from exc
+        except Exception as exc:  # noqa: BLE001 - any storage failure makes the URL unreadable
+            raise VideoError(UNREADABLE, f"{self.url}: cannot open ({_describe(exc)})") from exc
+        if size == 0:
+            raise VideoError(EMPTY_FILE, f"{self.url}: empty file (0 bytes)")
+        try:
+            self._container = av.open(self._file, mode="r", metadata_errors="ignore")
+        except av.error.InvalidDataError as exc:
+            raise VideoError(NOT_A_VIDEO, f"{self.url}: not a video container FFmpeg can read "
+                                          f"({_describe(exc)})") from exc
+        except (av.error.FFmpegError, OSError) as exc:
+            raise VideoError(UNREADABLE, f"{self.url}: cannot read ({_describe(exc)})") from exc
+        if not self._container.streams.video:
+            kinds = sorted({s.type for s in self._container.streams}) or ["none"]
+            raise VideoError(NO_VIDEO_STREAM, f"{self.url}: no video stream (streams: {', '.join(kinds)})")
+        stream = self._container.streams.video[0]
+        try:
+            ctx = stream.codec_context
+            codec = ctx.name
+            width, height = int(ctx.width), int(ctx.height)
+        except Exception as exc:  # noqa: BLE001 - PyAV raises several types for unknown codecs
+            raise VideoError(UNSUPPORTED_CODEC, f"{self.url}: no decoder for the video stream "
+                                                f"({_describe(exc)})") from exc
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate else None
+        duration = None
+        if stream.duration and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        elif self._container.duration:
+            duration = self._container.duration / av.time_base
+        self.info = StreamInfo(
+            container_format=self._container.format.name,
+            codec=codec,
+            coded_width=width,
+            coded_height=height,
+            fps=fps if fps and math.isfinite(fps) and fps > 0 else None,
+            duration_s=duration if duration and duration > 0 else None,
+            frames_header=int(stream.frames) if stream.frames else None,
+            file_bytes=int(size) if size is not None else None,
+        )
+
+    # ------------------------------------------------------------------ decode
+
+    def _frames(self) -> Iterator[tuple[Any, float | None]]:
+        """Decoded PyAV frames of the first video stream, skipping packets that fail."""
+        container = self._container
+        stream = container.streams.video[0]
+        time_base = stream.time_base
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - a demux error ends the stream
+                self.stats.demux_error = _describe(exc)
+                self.stats.first_error = self.stats.first_error or f"demux: {self.stats.demux_error}"
+                logger.info("%s: demux stopped after %d packets: %s", self.url, self.stats.packets,
+                            self.stats.demux_error)
+                break
+            if packet.size == 0 and packet.dts is None:
+                continue  # the flush packet PyAV yields at EOF; we flush explicitly below
+            self.stats.packets += 1
+            try:
+                decoded = packet.decode()
+            except Exception as exc:  # noqa: BLE001 - skip the packet, keep decoding
+                self.stats.bad_packets += 1
+                self.stats.first_error = self.stats.first_error or f"decode: {_describe(exc)}"
+                continue
+            for frame in decoded:
+                yield frame, _seconds(frame, time_base)
+        try:
+            for frame in stream.codec_context.decode(None):
+                yield frame, _seconds(frame, time_base)
+        except EOFError:
+            pass
+        except Exception as exc:  # noqa: BLE001
+            self.stats.bad_packets += 1
+            self.stats.first_error = self.stats.first_error or f"flush: {_describe(exc)}"
+
+    def _to_rgb(self, frame: Any) -> np.ndarray:
+        stats = self.stats
+        if stats.width is None:
+            rotation = int(round((frame.rotation or 0) / 90.0)) % 4 * 90
+            stats.rotation = rotation
+            stats.coded_width, stats.coded_height = frame.width, frame.height
+            swap = rotation in (90, 270)
+            stats.width, stats.height = (frame.height, frame.width) if swap else (frame.width, frame.height)
+        if (frame.width, frame.height) != (stats.coded_width, stats.coded_height):
+            stats.resized_frames += 1  # mid-stream size change: keep the first frame's size
+            rgb = frame.reformat(width=stats.coded_width, height=stats.coded_height,
+                                 format="rgb24").to_ndarray()
+        else:
+            rgb = frame.to_ndarray(format="rgb24")
+        if stats.rotation:
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=stats.rotation // 90))
+        return rgb
+
+    def batches(self) -> Iterator[FrameBatch]:
+        """Batches of up to ``batch_size`` displayed RGB frames, in decode order. An unexpected
+        error while decoding or converting ends the stream and is recorded like a demux error."""
+        if self._container is None:
+            raise RuntimeError("use StreamingDecoder as a context manager")
+        try:
+            yield from self._batches()
+        except Exception as exc:  # noqa: BLE001 - keep the frames we have, record why we stopped
+            self.stats.demux_error = _describe(exc)
+            self.stats.first_error = self.stats.first_error or f"decode: {self.stats.demux_error}"
+            logger.warning("%s: decoding stopped after %d frames: %s", self.url, self.stats.frames,
+                           self.stats.demux_error)
+
+    def _batches(self) -> Iterator[FrameBatch]:
+        fps = self.info.fps if self.info else None
+        frames: list[np.ndarray] = []
+        times: list[float] = []
+        start_index = 0
+        clock = time.perf_counter()
+        for frame, t in self._frames():
+            index = self.stats.frames
+            frames.append(self._to_rgb(frame))
+            times.append(float(t) if t is not None else (index / fps if fps else float(index)))
+            self.stats.frames += 1
+            if len(frames) == self.batch_size:
+                self.stats.seconds += time.perf_counter() - clock
+                yield FrameBatch(np.stack(frames), start_index, times)
+                clock = time.perf_counter()
+                start_index, frames, times = self.stats.frames, [], []
+        if frames:
+            self.stats.seconds += time.perf_counter() - clock
+            yield FrameBatch(np.stack(frames), start_index, times)
+        else:
+            self.stats.seconds += time.perf_counter() - clock
+
+
+def classify_decode(stats: DecodeStats, info: StreamInfo | None) -> tuple[str, str | None, str | None]:
+    """(status, error kind, message) of a decode: ok, partial or failed.
+
+    failed: no frame decoded. partial: frames missing against the container's announcement (the
+    header count exactly; a duration estimate with a tolerance of max(1, 2%) frames), or decode
+    errors. ok otherwise.
+    """
+    expected = info.frames_expected if info else None
+    if stats.frames == 0:
+        why = stats.first_error or "the video stream yielded no frames"
+        return "failed", NO_FRAMES, f"no frame could be decoded ({why})"
+    if expected is not None:
+        exact = info is not None and info.frames_header is not None
+        tolerance = 0 if exact else max(1, int(0.02 * expected))
+        if expected - stats.frames > tolerance:
+            detail = f"; first error: {stats.first_error}" if stats.first_error else ""
+            return ("partial", TRUNCATED,
+                    f"decoded {stats.frames} of {expected} expected frames (file truncated or "
+                    f"damaged){detail}")
+    if stats.errors:
+        return ("partial", CORRUPT,
+                f"{stats.errors} packet(s) failed to decode; first error: {stats.first_error}")
+    return "ok", None, None
+
+
+T = TypeVar("T")
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, ``depth`` items ahead (bounded memory).
+
+    Decoding (PyAV) and inference (PyTorch) both release the GIL, so the next batch decodes while
+    the model runs. Exceptions of the producer are re-raised in the consumer; closing the consumer
+    early stops the producer.
+    """
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="decode-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        while thread.is_alive():  # drain so a blocked producer can finish
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()

@@ -1,0 +1,177 @@
+"""The label job end to end: pre-flight checks, the pipeline graph, running it, the summary.
+
+Graph::
+
+    MatchVideos -> AssignVideoIds -> SkipDone -> Reshuffle -> LabelVideos (RunInference)
+                -> WriteVideoTables -> MarkDone
+
+Pre-flight (before any worker starts; raise :class:`JobSetupError`): INPUT exists and matches at
+least one file, OUTPUT is writable and holds no labels of another provenance key, the checkpoint
+and config load.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+
+from pipeline.handler import METRICS_NAMESPACE, DAQModelHandler, load_predictor
+from pipeline.inputs import InputError, InputSpec
+from pipeline.labeler import LabelSettings
+from pipeline.model_source import ModelSpec
+from pipeline.runner import RunnerSetup
+from pipeline.storage import OutputLayout
+from pipeline.tables import Provenance
+from pipeline.transforms import AssignVideoIds, LabelVideos, MarkDone, MatchVideos, SkipDone, WriteVideoTables
+from schemas.tables import TABLES
+
+logger = logging.getLogger(__name__)
+
+
+class JobSetupError(ValueError):
+    """Unusable arguments: the job does not start."""
+
+
+@dataclass
+class LabelJob:
+    input_url: str
+    output_url: str
+    model: ModelSpec
+    settings: LabelSettings = field(default_factory=LabelSettings)
+    device: str = "auto"
+    retry_failed: bool = False
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.provenance: Provenance = self.model.provenance()
+        self.layout = OutputLayout(self.output_url, self.storage_options)
+
+    # ------------------------------------------------------------------ pre-flight
+
+    def resolve_input(self) -> InputSpec:
+        try:
+            spec = InputSpec.resolve(self.input_url, self.storage_options)
+            first = spec.first_match()
+        except InputError as exc:
+            raise JobSetupError(str(exc)) from exc
+        if first is None:
+            what = {"glob": "matches no file", "directory": "holds no video file (by extension)",
+                    "url_list": "lists no URL"}.get(spec.kind, "matches nothing")
+            raise JobSetupError(f"INPUT {self.input_url!r} ({spec.kind}) {what}")
+        logger.info("INPUT %s is a %s (first video: %s)", self.input_url, spec.kind, first)
+        return spec
+
+    def prepare_output(self) -> None:
+        """Check or record the provenance of OUTPUT; clear leftovers of killed runs."""
+        layout = self.layout
+        record = {
+            "provenance_key": self.provenance.key,
+            **self.provenance.as_columns(),
+            "checkpoint": self.model.checkpoint,
+            "model_origin": self.model.origin,
+            "config": self.model.config.to_dict(),
+            "schemas": {spec.name: spec.version for spec in TABLES},
+        }
+        try:
+            layout.fs.makedirs(layout.root, exist_ok=True)
+            if layout.fs.exists(layout.provenance_path):
+                previous = layout.read_json(layout.provenance_path)
+                if previous.get("provenance_key") != self.provenance.key:
+                    raise JobSetupError(
+                        f"OUTPUT {layout.url} holds labels of another model or version (provenance "
+                        f"{previous.get('provenance_key')}: model {previous.get('model_name')}, checkpoint "
+                        f"{str(previous.get('checkpoint_sha256'))[:12]}..., config {previous.get('config_hash')}, "
+                        f"daq-label {previous.get('package_version')}); this run is {self.provenance.key}. "
+                        "Write to another OUTPUT directory so labels never mix.")
+            else:
+                layout.write_json_atomic(layout.provenance_path, record)
+            removed = layout.clear_tmp()
+        except JobSetupError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any storage failure
+            raise JobSetupError(f"OUTPUT {self.output_url!r} is not writable: {type(exc).__name__}: {exc}") from exc
+        if removed:
+            logger.info("removed %d temporary file(s) left by an interrupted run", removed)
+
+    def check_model(self) -> None:
+        """Load the model once here so a bad checkpoint fails before any worker starts."""
+        start = time.perf_counter()
+        try:
+            load_predictor(self.model, "cpu", self.storage_options)
+        except Exception as exc:  # noqa: BLE001 - CheckpointError and whatever loading raises
+            raise JobSetupError(f"cannot load the model from {self.model.checkpoint}: "
+                                f"{type(exc).__name__}: {exc}") from exc
+        logger.info("model %s loads (%.1fs); provenance key %s", self.model.model_name,
+                    time.perf_counter() - start, self.provenance.key)
+
+    # ------------------------------------------------------------------ graph
+
+    def handler(self, torch_threads: int = 0) -> DAQModelHandler:
+        return DAQModelHandler(self.model, self.provenance, self.settings, self.device, torch_threads)
+
+    def build(self, pipeline: beam.Pipeline, spec: InputSpec, torch_threads: int = 0) -> beam.PCollection:
+        return (pipeline
+                | "MatchVideos" >> MatchVideos(spec)
+                | "AssignVideoIds" >> AssignVideoIds(self.storage_options)
+                | "SkipDone" >> SkipDone(self.layout, self.retry_failed)
+                | "Reshuffle" >> beam.Reshuffle()
+                | "LabelVideos" >> LabelVideos(self.handler(torch_threads))
+                | "WriteVideoTables" >> WriteVideoTables(self.layout)
+                | "MarkDone" >> MarkDone(self.layout))
+
+    def run(self, setup: RunnerSetup, check_model: bool = True) -> "JobSummary":
+        spec = self.resolve_input()
+        if check_model:
+            self.check_model()
+        self.prepare_output()
+        logger.info("labelling %s -> %s on %s", self.input_url, self.layout.url, setup.description)
+        start = time.perf_counter()
+        pipeline = beam.Pipeline(runner=setup.runner, options=setup.options)
+        self.build(pipeline, spec, setup.torch_threads)
+        result = pipeline.run()
+        result.wait_until_finish()
+        summary = JobSummary.from_result(result, time.perf_counter() - start, self.layout.url)
+        return summary
+
+
+@dataclass
+class JobSummary:
+    ok: int
+    partial: int
+    failed: int
+    already_done: int
+    frames: int
+    tracks: int
+    wall_s: float
+    output: str
+    state: str = "DONE"
+
+    @classmethod
+    def from_result(cls, result: Any, wall_s: float, output: str) -> "JobSummary":
+        counters: dict[str, int] = {}
+        try:
+            query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+            for item in query["counters"]:
+                value = item.committed if item.committed is not None else item.attempted
+                counters[item.key.metric.name] = counters.get(item.key.metric.name, 0) + int(value or 0)
+        except Exception as exc:  # noqa: BLE001 - some runners do not report metrics
+            logger.warning("metrics unavailable from the runner: %s", exc)
+        return cls(
+            ok=counters.get("videos_ok", 0), partial=counters.get("videos_partial", 0),
+            failed=counters.get("videos_failed", 0), already_done=counters.get("videos_already_done", 0),
+            frames=counters.get("frames_labelled", 0), tracks=counters.get("tracks", 0),
+            wall_s=wall_s, output=output, state=str(getattr(result, "state", "DONE")))
+
+    @property
+    def videos(self) -> int:
+        return self.ok + self.partial + self.failed
+
+    def line(self) -> str:
+        return (f"daq-label label: {self.videos} video(s) labelled (ok {self.ok}, partial {self.partial}, "
+                f"failed {self.failed}), {self.already_done} already done, {self.frames} frames, "
+                f"{self.tracks} tracks, {self.wall_s:.1f}s -> {self.output}")

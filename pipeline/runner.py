@@ -1,0 +1,80 @@
+"""Beam runner choice and pipeline options for the label job.
+
+Every Beam pipeline option passes through unchanged (``--runner DataflowRunner --project ...``
+builds the same graph). When the runner is Beam's default ``DirectRunner``, we do not let Beam
+pick: Beam 2.77's ``DirectRunner`` first tries the Prism runner, which downloads a binary from
+GitHub (an offline machine fails or waits on that), then falls back. We run the same pipeline on
+Beam's in-process portable runner, ``FnApiRunner`` (what the DirectRunner falls back to), with
+``--direct_running_mode multi_processing`` and one SDK worker process per available core unless
+the options say otherwise; each worker process loads the model once and runs PyTorch with
+``cores / workers`` threads.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from apache_beam.options.pipeline_options import (
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+    WorkerOptions,
+)
+
+LOCAL_RUNNERS = ("directrunner", "switchingdirectrunner", "fnapirunner")
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class RunnerSetup:
+    """Options, the runner object to pass to ``beam.Pipeline`` (None: Beam creates it from the
+    options) and a description for logs."""
+
+    options: PipelineOptions
+    runner: Any
+    local: bool
+    workers: int
+    torch_threads: int
+    description: str
+
+
+def runner_setup(beam_args: Sequence[str], workers: int | None = None) -> RunnerSetup:
+    """Pipeline options from pass-through Beam arguments; for local runs, an explicit
+    ``FnApiRunner`` using the available cores (``workers`` overrides the worker count)."""
+    options = PipelineOptions(list(beam_args))
+    explicit = options.get_all_options(drop_default=True)
+    runner_name = options.view_as(StandardOptions).runner or "DirectRunner"
+    if runner_name.lower() not in LOCAL_RUNNERS:
+        return RunnerSetup(options, None, False, 0, 0, f"{runner_name} (from the pipeline options)")
+    if options.view_as(StandardOptions).streaming:
+        raise ValueError("the label job is a batch job; --streaming is not supported locally")
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    direct = options.view_as(DirectOptions)
+    cores = available_cores()
+    if workers is not None:
+        direct.direct_num_workers = workers
+    elif "direct_num_workers" not in explicit:
+        direct.direct_num_workers = cores
+    n = max(1, int(direct.direct_num_workers or 1))
+    if "direct_running_mode" not in explicit:
+        direct.direct_running_mode = "multi_processing" if n > 1 else "in_memory"
+    if direct.direct_running_mode == "in_memory":
+        n = 1  # the in-memory mode runs one worker whatever the count says
+    threads = max(1, cores // n)
+    if "default_sdk_harness_log_level" not in explicit:  # Beam's per-bundle INFO chatter off
+        options.view_as(WorkerOptions).default_sdk_harness_log_level = "WARNING"
+        if "sdk_harness_log_level_overrides" not in explicit:
+            options.view_as(WorkerOptions).sdk_harness_log_level_overrides = {
+                "pipeline": "INFO", "daq_model": "INFO"}
+    return RunnerSetup(
+        options, FnApiRunner(), True, n, threads,
+        f"FnApiRunner (local, {direct.direct_running_mode}, {n} worker(s) x {threads} torch thread(s))")

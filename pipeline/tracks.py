@@ -1,0 +1,133 @@
+"""From the model's streaming results to per-instance mask rows (COCO RLE), frame by frame.
+
+Mapping (documented in README "Outputs"): every entry of ``VideoResult.instances`` (the official
+top-k (track, class) pairs) becomes one output track whose ``track_id`` is its ``instance_id``;
+the tracker's id goes to ``tracker_track_id`` (one tracker track may appear under two labels).
+
+* Online models (``mask_source == "tracker"``): an instance's mask in frame t is its tracker
+  track's mask in that frame's :class:`FrameTracks`. We RLE-encode every track's mask as frames
+  stream (full-resolution masks are never kept) and keep only the instances ``finish`` returns.
+* Offline models (``mask_source == "refiner"``): masks come from
+  :meth:`VideoResult.iter_frame_masks`; the FrameTracks stream only contributes per-frame scores.
+
+Rows exist only where a mask is non-empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from daq_model.outputs import FrameMasks, FrameTracks, Instance
+
+
+@dataclass
+class MaskRow:
+    """One frame of one track or instance where its mask is non-empty."""
+
+    frame_index: int
+    counts: str
+    area: int
+    bbox: tuple[float, float, float, float]
+    frame_score: float | None = None
+    tracker_valid: bool | None = None
+
+
+def encode_masks(masks: np.ndarray) -> list[tuple[str, int, tuple[float, float, float, float]] | None]:
+    """COCO RLE of each (H, W) boolean mask of ``masks`` (N, H, W): (counts, area, bbox xywh),
+    or None for an empty mask."""
+    n = int(masks.shape[0])
+    if n == 0:
+        return []
+    flat = masks.reshape(n, -1)
+    nonempty = np.flatnonzero(flat.any(axis=1))
+    out: list[tuple[str, int, tuple[float, float, float, float]] | None] = [None] * n
+    if nonempty.size == 0:
+        return out
+    chosen = masks[nonempty]
+    if chosen.dtype != np.bool_:
+        chosen = chosen.astype(bool)
+    fortran = np.asfortranarray(chosen.view(np.uint8).transpose(1, 2, 0))
+    rles = mask_utils.encode(fortran)
+    areas = mask_utils.area(rles)
+    boxes = mask_utils.toBbox(rles)
+    for j, i in enumerate(nonempty):
+        counts = rles[j]["counts"]
+        out[int(i)] = (
+            counts.decode("ascii") if isinstance(counts, bytes) else str(counts),
+            int(areas[j]),
+            (float(boxes[j][0]), float(boxes[j][1]), float(boxes[j][2]), float(boxes[j][3])),
+        )
+    return out
+
+
+@dataclass
+class TrackEntries:
+    """What the FrameTracks stream said about one tracker track."""
+
+    scores: dict[int, tuple[float, bool]] = field(default_factory=dict)  # frame -> (score, valid)
+    rows: list[MaskRow] = field(default_factory=list)  # non-empty masks (online models only)
+
+
+class TrackStream:
+    """Collects the FrameTracks stream of one video.
+
+    ``encode_masks=True`` (online models) RLE-encodes every track's mask as its frame arrives;
+    otherwise only the per-frame scores are kept.
+    """
+
+    def __init__(self, encode_masks: bool) -> None:
+        self.encode = encode_masks
+        self.tracks: dict[int, TrackEntries] = {}
+        self.frames_seen = 0
+
+    def add(self, frame: FrameTracks) -> None:
+        self.frames_seen += 1
+        if len(frame) == 0:
+            return
+        encoded = encode_masks(frame.masks) if self.encode else [None] * len(frame)
+        t = int(frame.frame_index)
+        for k in range(len(frame)):
+            tid = int(frame.track_ids[k])
+            score, valid = float(frame.scores[k]), bool(frame.valid[k])
+            entry = self.tracks.setdefault(tid, TrackEntries())
+            entry.scores[t] = (score, valid)
+            rle = encoded[k]
+            if rle is not None:
+                entry.rows.append(MaskRow(t, rle[0], rle[1], rle[2], score, valid))
+
+    def add_all(self, frames: Iterable[FrameTracks]) -> int:
+        count = 0
+        for frame in frames:
+            self.add(frame)
+            count += 1
+        return count
+
+    def rows_for(self, instance: Instance) -> list[MaskRow]:
+        """Mask rows of an instance of an online (tracker-mask) result."""
+        entry = self.tracks.get(int(instance.track_id))
+        return list(entry.rows) if entry else []
+
+    def score_at(self, track_id: int, frame_index: int) -> tuple[float, bool] | None:
+        entry = self.tracks.get(int(track_id))
+        return entry.scores.get(frame_index) if entry else None
+
+
+def rows_from_frame_masks(instances: list[Instance], frames: Iterable[FrameMasks],
+                          stream: TrackStream) -> list[list[MaskRow]]:
+    """Mask rows of every instance of an offline (refiner-mask) result, frame by frame; per-frame
+    scores come from the tracker stream where the instance has a tracker track."""
+    rows: list[list[MaskRow]] = [[] for _ in instances]
+    for frame in frames:
+        t = int(frame.frame_index)
+        encoded = encode_masks(frame.masks)
+        for i, rle in enumerate(encoded):
+            if rle is None:
+                continue
+            scored = stream.score_at(instances[i].track_id, t) if instances[i].track_id >= 0 else None
+            rows[i].append(MaskRow(t, rle[0], rle[1], rle[2],
+                                   scored[0] if scored else None, scored[1] if scored else None))
+    return rows

@@ -1,0 +1,248 @@
+"""The label job's PTransforms, each one job with its Beam metrics counters (namespace
+``daq_label``):
+
+=====================  ==========================================================================
+MatchVideos            INPUT -> video URLs (listing on a worker)           ``inputs_matched``
+AssignVideoIds         URL -> VideoRef(video_id, canonical URL)             ``videos_identified``
+SkipDone               drop videos OUTPUT holds as done (resume), dedupe   ``videos_already_done``,
+                                                                            ``videos_to_label``,
+                                                                            ``duplicate_inputs``
+LabelVideos            RunInference(DAQModelHandler): decode+model+RLE     (handler's counters)
+WriteVideoTables       three Parquet files per video, temp then commit     ``tables_written``,
+                                                                            ``rows_written_*``
+MarkDone               the done marker, written last                       ``videos_ok|partial|
+                                                                            failed``, ``tracks``
+=====================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import RunInference
+
+from pipeline.handler import METRICS_NAMESPACE, DAQModelHandler
+from pipeline.inputs import InputSpec, VideoRef, make_ref
+from pipeline.storage import OutputLayout
+from pipeline.tables import VideoLabels, videos_table
+from schemas.tables import TABLES
+
+logger = logging.getLogger(__name__)
+
+#: Target uncompressed bytes per Parquet row group (readers fetch and decode row groups whole).
+ROW_GROUP_BYTES = 64 * 1024 * 1024
+ROW_GROUP_MIN_ROWS = 1024
+
+
+def _counter(name: str) -> Any:
+    return Metrics.counter(METRICS_NAMESPACE, name)
+
+
+class _ExpandInputFn(beam.DoFn):
+    def __init__(self) -> None:
+        self.matched = _counter("inputs_matched")
+
+    def process(self, spec: InputSpec) -> Iterator[str]:
+        for url in spec.expand():
+            self.matched.inc()
+            yield url
+
+
+class MatchVideos(beam.PTransform):
+    """INPUT (glob, directory, URL list or file; see :mod:`pipeline.inputs`) -> video URLs."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        return (pbegin
+                | "Input" >> beam.Create([self.spec])
+                | "Expand" >> beam.ParDo(_ExpandInputFn()))
+
+
+class _AssignIdFn(beam.DoFn):
+    def __init__(self, storage_options: dict[str, Any]) -> None:
+        self.storage_options = storage_options
+        self.identified = _counter("videos_identified")
+
+    def process(self, url: str) -> Iterator[VideoRef]:
+        self.identified.inc()
+        yield make_ref(url, self.storage_options)
+
+
+class AssignVideoIds(beam.PTransform):
+    """URL -> :class:`VideoRef` with the stable ``video_id`` (sha256 of the canonical URL)."""
+
+    def __init__(self, storage_options: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.storage_options = dict(storage_options or {})
+
+    def expand(self, urls: beam.PCollection) -> beam.PCollection:
+        return urls | "VideoId" >> beam.ParDo(_AssignIdFn(self.storage_options))
+
+
+class _ListDoneFn(beam.DoFn):
+    def process(self, layout: OutputLayout) -> Iterator[tuple[str, str]]:
+        yield from layout.iter_done_ids()
+
+
+class _KeepUndoneFn(beam.DoFn):
+    def __init__(self, layout: OutputLayout, retry_failed: bool) -> None:
+        self.layout = layout
+        self.retry_failed = retry_failed
+        self.done = _counter("videos_already_done")
+        self.todo = _counter("videos_to_label")
+        self.duplicates = _counter("duplicate_inputs")
+        self.retried = _counter("failed_videos_retried")
+
+    def process(self, item: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[VideoRef]:
+        _video_id, grouped = item
+        refs = list(grouped["video"])
+        markers = list(grouped["done"])
+        if not refs:
+            return  # a marker of a video this INPUT does not name
+        if len(refs) > 1:
+            self.duplicates.inc(len(refs) - 1)
+        if markers:
+            if not (self.retry_failed and self._failed(markers[0])):
+                self.done.inc()
+                return
+            self.retried.inc()
+        self.todo.inc()
+        yield refs[0]
+
+    def _failed(self, marker_path: str) -> bool:
+        try:
+            return self.layout.read_json(marker_path).get("status") == "failed"
+        except (OSError, ValueError):
+            return True  # an unreadable marker: label again
+
+
+class SkipDone(beam.PTransform):
+    """Drop videos whose done marker OUTPUT holds (resume), and inputs named twice.
+
+    Done markers are listed once and joined by ``video_id`` (CoGroupByKey), which scales to
+    millions of videos. With ``retry_failed`` videos whose marker says ``failed`` are labelled
+    again.
+    """
+
+    def __init__(self, layout: OutputLayout, retry_failed: bool = False) -> None:
+        super().__init__()
+        self.layout = layout
+        self.retry_failed = retry_failed
+
+    def expand(self, refs: beam.PCollection) -> beam.PCollection:
+        keyed = refs | "KeyVideos" >> beam.Map(lambda ref: (ref.video_id, ref))
+        done = (refs.pipeline
+                | "OutputDir" >> beam.Create([self.layout])
+                | "ListDone" >> beam.ParDo(_ListDoneFn()))
+        return ({"video": keyed, "done": done}
+                | "Join" >> beam.CoGroupByKey()
+                | "KeepUndone" >> beam.ParDo(_KeepUndoneFn(self.layout, self.retry_failed)))
+
+
+class LabelVideos(beam.PTransform):
+    """RunInference with :class:`DAQModelHandler`: VideoRef -> :class:`VideoLabels`."""
+
+    def __init__(self, handler: DAQModelHandler) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def expand(self, refs: beam.PCollection) -> beam.PCollection:
+        return (refs
+                | "RunInference" >> RunInference(self.handler)
+                | "Labels" >> beam.Map(lambda result: result.inference))
+
+
+def row_group_rows(table: pa.Table) -> int:
+    """Rows per row group so that a group holds about :data:`ROW_GROUP_BYTES` uncompressed."""
+    if table.num_rows == 0:
+        return ROW_GROUP_MIN_ROWS
+    per_row = max(1, table.nbytes // table.num_rows)
+    return max(ROW_GROUP_MIN_ROWS, ROW_GROUP_BYTES // per_row)
+
+
+def write_parquet(layout: OutputLayout, path: str, table: pa.Table) -> int:
+    """zstd Parquet, written under a temporary name and committed to ``path``."""
+
+    def write(handle: Any) -> None:
+        pq.write_table(table, handle, compression="zstd", row_group_size=row_group_rows(table),
+                       write_statistics=True)
+
+    return layout.write_atomic(path, write)
+
+
+class _WriteTablesFn(beam.DoFn):
+    def __init__(self, layout: OutputLayout) -> None:
+        self.layout = layout
+        self.tables = _counter("tables_written")
+        self.bytes = _counter("bytes_written")
+        self.rows = {spec.name: _counter(f"rows_written_{spec.name}") for spec in TABLES}
+
+    def process(self, labels: VideoLabels) -> Iterator[VideoLabels]:
+        contents = {"tracks": labels.tracks, "track_summary": labels.track_summary,
+                    "videos": videos_table(labels.video_row)}
+        for spec in TABLES:  # write order: tracks, track_summary, videos
+            table = contents[spec.name]
+            if not table.schema.equals(spec.schema, check_metadata=True):
+                raise ValueError(f"{spec.name} table of {labels.video_id} does not match schema v{spec.version}")
+            self.bytes.inc(write_parquet(self.layout, self.layout.table_path(spec.name, labels.video_id), table))
+            self.tables.inc()
+            self.rows[spec.name].inc(table.num_rows)
+        yield labels
+
+
+class WriteVideoTables(beam.PTransform):
+    """Write one video's ``tracks``, ``track_summary`` and ``videos`` files (empty track tables for
+    failed videos, so a rerun replaces stale files); deterministic names per video."""
+
+    def __init__(self, layout: OutputLayout) -> None:
+        super().__init__()
+        self.layout = layout
+
+    def expand(self, labels: beam.PCollection) -> beam.PCollection:
+        return labels | "WriteTables" >> beam.ParDo(_WriteTablesFn(self.layout))
+
+
+class _MarkDoneFn(beam.DoFn):
+    def __init__(self, layout: OutputLayout) -> None:
+        self.layout = layout
+        self.status = {s: _counter(f"videos_{s}") for s in ("ok", "partial", "failed")}
+        self.frames = _counter("frames_labelled")
+        self.tracks = _counter("tracks")
+
+    def process(self, labels: VideoLabels) -> Iterator[dict[str, Any]]:
+        row = labels.video_row
+        marker = {
+            "video_id": labels.video_id,
+            "source_url": row["source_url"],
+            "status": row["status"],
+            "error_type": row["error_type"],
+            "frames_decoded": row["frames_decoded"],
+            "num_tracks": row["num_tracks"],
+            "provenance_key": row["provenance_key"],
+            "tables": [spec.name for spec in TABLES],
+        }
+        self.layout.write_json_atomic(self.layout.done_path(labels.video_id), marker)
+        self.status[labels.status].inc()
+        if labels.status != "failed":
+            self.frames.inc(int(row["frames_decoded"]))
+        self.tracks.inc(int(row["num_tracks"]))
+        yield marker
+
+
+class MarkDone(beam.PTransform):
+    """Write ``_done/<video_id>.json`` after the video's tables: resume skips the video."""
+
+    def __init__(self, layout: OutputLayout) -> None:
+        super().__init__()
+        self.layout = layout
+
+    def expand(self, labels: beam.PCollection) -> beam.PCollection:
+        return labels | "MarkDone" >> beam.ParDo(_MarkDoneFn(self.layout))
