@@ -1,0 +1,239 @@
+"""Unit tests of the tracker's state rules, slot attention, offline assembly and post-processing
+(small synthetic inputs; the end-to-end numerics are in test_reference_*.py)."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from daq_model.config import small_config
+from daq_model.offline import assemble_candidates, minvis_link, minvis_synthetic_id
+from daq_model.postprocess import MaskGeometry, masks_to_output, select_top_pairs
+from daq_model.refiner import TemporalRefiner
+from daq_model.slot_attention import SlotAttention
+from daq_model.track_state import (OfficialIds, SequentialIds, TrackHub, TrackRecord,
+                                   ema_anchor_update)
+from daq_model.tracker import DAQTracker
+
+C = 8
+
+
+def _hub(ids=None, keep_embeds=False, keep_history=True, noise=5) -> TrackHub:
+    return TrackHub(ids or SequentialIds(), kick_out=8, anchor_history=10, noise_frame_num=noise,
+                    keep_embeds=keep_embeds, keep_history=keep_history)
+
+
+def _frame(hub: TrackHub, t: int, valid: list[bool], seed: int = 0):
+    g = torch.Generator().manual_seed(seed * 1000 + t)
+    rows = len(valid)
+    return hub.update(t, torch.randn(rows, C, generator=g), torch.randn(rows, 4, generator=g),
+                      torch.randn(rows, C, generator=g), torch.tensor(valid), len(hub.active))
+
+
+def test_ema_anchor_uses_at_most_nine_previous_anchors():
+    anchors = [torch.randn(C, generator=torch.Generator().manual_seed(i)) for i in range(12)]
+    record = TrackRecord(track_id=0, start=0, last_query=torch.zeros(C),
+                         prev_anchors=deque(maxlen=9))
+    expected = None
+    for i, p in enumerate(anchors):
+        ema_anchor_update(record, p)
+        if i == 0:
+            expected = p
+        else:
+            prev = torch.stack(anchors[max(0, i - 9): i])
+            beta = float((F.normalize(prev, dim=-1) @ F.normalize(p, dim=0)).mean())
+            if beta > 0:
+                expected = (1 - beta) * expected + beta * p
+        assert torch.allclose(record.anchor, expected, atol=1e-6)
+    assert len(record.prev_anchors) == 9
+
+
+def test_official_ids_follow_python_random_and_skip_issued_ids():
+    ids = OfficialIds(random.Random(42))
+    mirror = random.Random(42)
+    first = ids.draw()
+    assert first == mirror.randint(0, 100_000)
+    ids.issue(first)
+    # a collision is re-drawn: force one by issuing the next value the generator will produce
+    upcoming = random.Random()
+    upcoming.setstate(ids.rng.getstate())
+    ids.issue(upcoming.randint(0, 100_000))
+    second = ids.draw()
+    assert second not in (first,) and second == upcoming.randint(0, 100_000)
+
+
+def test_bookkeeping_order_kick_out_and_noise_filter():
+    hub = _hub(noise=5)
+    decision = _frame(hub, 0, [True, False, True])
+    assert decision.row_ids == [0, -1, 1] and hub.active == [0, 1]
+    # track 0 valid, track 1 invalid (carried), emerging row 2 starts track 2
+    decision = _frame(hub, 1, [True, False, True, False])
+    assert decision.row_ids == [0, 1, 2, -1]
+    assert hub.active == [0, 1, 2] and [e[2] for e in decision.entries] == [True, False, True]
+    anchor_before = hub.records[1].anchor.clone()
+    # track 1 stays invalid: killed on its 8th consecutive invalid frame (frame 8)
+    for t in range(2, 8):
+        decision = _frame(hub, t, [True, False, True, False])
+        assert 1 in hub.active and torch.equal(hub.records[1].anchor, anchor_before)
+    decision = _frame(hub, 8, [True, False, True, False])
+    assert decision.row_ids[1] == -1 and hub.active == [0, 2] and hub.records[1].dead
+    assert hub.records[1].length == 8  # 1 valid + 7 carried frames
+    # a track started at the last frame is kept (reaches the end), a dead short one is not
+    _frame(hub, 9, [True, True, True])
+    kept = [r.track_id for r in hub.kept_records(0, 10)]
+    assert kept == [0, 1, 2, 3]
+    assert [r.track_id for r in hub.kept_records(0, 11)] == [0, 1, 2]
+
+
+def test_short_dead_records_are_released_without_history():
+    hub = _hub(keep_history=False, noise=5)
+    _frame(hub, 0, [True, True])
+    for t in range(1, 9):
+        _frame(hub, t, [True, False] + [False] * 2)
+    assert hub.num_killed == 1 and hub.num_released == 0  # 8 frames >= noise: still needed
+    hub2 = _hub(keep_history=False, noise=10)
+    _frame(hub2, 0, [True, True])
+    for t in range(1, 9):
+        _frame(hub2, t, [True, False] + [False] * 2)
+    assert hub2.num_released == 1 and list(hub2.records) == [0]
+
+
+def test_slot_attention_normalises_over_slots_then_inputs():
+    torch.manual_seed(0)
+    attn = SlotAttention(C).eval()
+    values, keys, slots = torch.randn(1, 6, C), torch.randn(1, 6, C), torch.randn(1, 6, C)
+    k = attn.project_k(attn.norm_inputs(keys))
+    q = attn.project_q(slots)
+    w = (k @ q.transpose(1, 2) / C ** 0.5).softmax(-1) + 1e-6
+    w = w / w.sum(dim=1, keepdim=True)
+    assert torch.allclose(w.sum(dim=1), torch.ones(1, 6))
+    assert torch.allclose(attn(values, keys, slots), w.transpose(1, 2) @ values, atol=1e-6)
+
+
+def test_initial_slot_assignment_arg_min_then_hungarian():
+    table = torch.eye(4)
+    rows = torch.tensor([[1.0, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 0, 1, 0], [0, 0, 0.9, 0.1],
+                         [0, 0.2, 0, 1], [1, 0, 0, 0.1]])
+    chosen = DAQTracker.initial_slot_assignment(rows, table)
+    # 6 rows, 4 columns: Hungarian gives 4 distinct columns, the other 2 rows keep their arg-min
+    assert len(set(chosen.tolist())) == 4
+    assert chosen.shape == (6,)
+
+
+def test_select_top_pairs_returns_fewer_than_max_num_when_n_times_k_is_small():
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 3.0, 0.0]])  # 2 candidates, K = 2
+    top = select_top_pairs(logits, max_num=10)
+    assert len(top.scores) == 4
+    pairs = {(int(c), int(l)) for c, l in zip(top.candidates, top.labels)}
+    assert pairs == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    probs = logits.softmax(-1)[:, :-1]
+    for s, c, l in zip(top.scores, top.candidates, top.labels):
+        assert float(s) == pytest.approx(float(probs[c, l]))
+    assert len(select_top_pairs(torch.zeros((0, 3)), 10).scores) == 0
+
+
+def test_mask_chain_is_per_frame_and_absent_frames_are_empty():
+    geometry = MaskGeometry(padded=(64, 96), image=(60, 90), output=(45, 70))
+    logits = torch.randn(3, 4, 16, 24)
+    logits[1, 2] = -1e4
+    whole = masks_to_output(logits, geometry)
+    assert whole.shape == (3, 4, 45, 70) and not whole[1, 2].any()
+    for t in range(4):
+        assert torch.equal(masks_to_output(logits[:, t], geometry), whole[:, t])
+    # the explicit chain: padded size, crop, output size
+    up = F.interpolate(logits, size=(64, 96), mode="bilinear", align_corners=False)[..., :60, :90]
+    ref = F.interpolate(up, size=(45, 70), mode="bilinear", align_corners=False) > 0
+    assert torch.equal(whole, ref)
+
+
+def test_minvis_link_recovers_permutations():
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(5, C, generator=g)
+    logits = torch.randn(5, 3, generator=g)
+    perms = [torch.arange(5), torch.tensor([2, 0, 1, 4, 3]), torch.tensor([4, 3, 2, 1, 0])]
+    embeds = torch.stack([base[p] for p in perms])
+    seg_logits = torch.stack([logits[p] for p in perms])
+    link = minvis_link(embeds, seg_logits)
+    for t, p in enumerate(perms):
+        # linked sequence j is base query j in every frame
+        assert torch.equal(p[link.perm[t]], torch.arange(5))
+    assert torch.allclose(link.mean_logits, logits, atol=1e-6)
+
+
+def _record(track_id, start, length, value):
+    hub = _hub(keep_embeds=True)
+    rec = hub._new_record(track_id, start, torch.zeros(C))
+    for _ in range(length):
+        hub._append(rec, torch.full((C,), value), torch.tensor([value, 0.0, 0.0]), True)
+    rec.anchor = torch.full((C,), -1.0)
+    return rec
+
+
+def test_candidates_top_k_padding_and_minvis_fill_up():
+    frames, q = 6, 4
+    records = [_record(i, start=i, length=2, value=float(i)) for i in range(3)]
+    embeds = torch.randn(frames, q, C)
+    logits = torch.randn(frames, q, 3)
+    cands = assemble_candidates(records, embeds, logits, topk_num=2, num_new_ins=q)
+    # top-2 of 3 records by fg score (record 2 has the largest class-0 logit), then 2 MinVIS
+    assert sorted(cands.track_ids[:2]) == [1, 2] and cands.track_ids[2:] == [-1, -1]
+    assert cands.official_ids[2:] == [minvis_synthetic_id(0, 1), minvis_synthetic_id(0, 2)]
+    assert cands.instance_embeds.shape == (frames, 4, C)
+    rec = records[cands.track_ids.index(2)]
+    col = cands.track_ids.index(2)
+    seq = cands.instance_embeds[:, col]
+    assert torch.all(seq[:2] == -1) and torch.all(seq[2:4] == 2) and torch.all(seq[4:] == -1)
+    assert cands.padding[col].tolist() == [True, True, False, False, True, True]
+    assert rec.length == 2
+    # exactly top-k records: all kept (in topk order, as the official code), more: creation order
+    all_kept = assemble_candidates(records, embeds, logits, topk_num=3, num_new_ins=3)
+    assert sorted(all_kept.track_ids) == [0, 1, 2] and all_kept.minvis is None
+    fewer = assemble_candidates(records, embeds, logits, topk_num=4, num_new_ins=3)
+    assert fewer.track_ids == [0, 1, 2]
+
+
+def test_refiner_with_local_conv_is_permutation_equivariant_over_candidates():
+    cfg = small_config(num_classes=3).with_overrides({"refiner.use_local_attn": True})
+    torch.manual_seed(0)
+    refiner = TemporalRefiner(cfg).eval()
+    assert any(k.startswith("conv_short_aggregate_layers.0.2.") for k in refiner.state_dict())
+    dim = cfg.segmenter.hidden_dim
+    inst, frames = torch.randn(5, 7, dim), torch.randn(5, cfg.segmenter.num_queries, dim)
+    perm = torch.randperm(7)
+    with torch.no_grad():
+        out = refiner(inst, frames)
+        out_perm = refiner(inst[:, perm], frames)
+        logits = refiner.class_logits(out)
+        masks = refiner.frame_masks(out[:2], torch.randn(2, cfg.pixel_decoder.mask_dim, 6, 8))
+    assert torch.allclose(out[:, perm], out_perm, atol=1e-5)
+    assert logits.shape == (7, cfg.num_classes + 1) and masks.shape == (7, 2, 6, 8)
+
+
+@pytest.mark.parametrize("quirk", [True, False])
+def test_single_offline_candidate_quirk(quirk):
+    """Official: exactly one refiner candidate gives an empty result (only possible with Q = 1)."""
+    from daq_model.dvis_daq import create_model
+    from daq_model.outputs import VideoInfo
+    from daq_model.predictor import VideoPredictor
+
+    cfg = small_config(num_classes=3).with_overrides({
+        "segmenter.num_queries": 1, "tracker.num_new_ins": 1, "input.min_size_test": 64})
+    torch.manual_seed(0)
+    predictor = VideoPredictor(create_model(cfg), empty_on_single_candidate=quirk)
+    session = predictor.start_video(VideoInfo(height=64, width=64))
+    frames = np.random.default_rng(0).integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
+    list(session.push(frames))
+    list(session.flush())
+    result = session.finish()
+    assert result.stats["candidates"] == 1
+    masks = list(result.iter_frame_masks())
+    if quirk:
+        assert result.instances == [] and masks == []
+    else:
+        assert len(result.instances) == cfg.num_classes  # one candidate, every class
+        assert [m.masks.shape for m in masks] == [(3, 64, 64)]
