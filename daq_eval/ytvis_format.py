@@ -157,9 +157,10 @@ def _int(value: Any, where: _Where, entry: str, key: str) -> int:
 
 
 def _number(value: Any, where: _Where, entry: str, key: str) -> float:
+    """A finite JSON number, returned as read (an int stays an int, so files round-trip as read)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise where.fail(entry, f"'{key}' must be a finite number, got {value!r}")
-    return float(value)
+    return value
 
 
 def _require(obj: Any, keys: Sequence[str], where: _Where, entry: str) -> None:
