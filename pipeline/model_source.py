@@ -85,8 +85,9 @@ def _card_config(card: dict[str, Any], card_dir: Path, stem: str) -> str | None:
     return str(sibling) if sibling.exists() else None
 
 
-def shipped_model(pretrained_dir: Path = PRETRAINED_DIR) -> tuple[str, str | None, str] | None:
+def shipped_model(pretrained_dir: Path | None = None) -> tuple[str, str | None, str] | None:
     """(checkpoint path, config spec or None, model name) of the shipped default model, or None."""
+    pretrained_dir = PRETRAINED_DIR if pretrained_dir is None else pretrained_dir
     if not pretrained_dir.is_dir():
         return None
     default_card = pretrained_dir / "default.json"

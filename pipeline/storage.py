@@ -39,10 +39,22 @@ def url_to_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[
 def canonical_url(url: str, storage_options: dict[str, Any] | None = None) -> str:
     """The URL fsspec resolves ``url`` to: protocol plus normalised path, local paths absolute
     (``file:///abs/path``). Two spellings of the same file get the same canonical URL."""
-    fs, path = url_to_fs(url, storage_options)
-    if is_local(fs):
-        path = posixpath.normpath(path)
-    return fs.unstrip_protocol(path)
+    if "::" in url:  # chained URLs need the filesystem itself
+        fs, path = url_to_fs(url, storage_options)
+        return fs.unstrip_protocol(posixpath.normpath(path) if is_local(fs) else path)
+    # No filesystem instance: creating one may contact the store (credentials), once per URL.
+    protocol = fsspec.core.split_protocol(url)[0] or "file"
+    try:
+        cls = fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError):  # e.g. s3:// without s3fs: reading it will fail clearly
+        return url
+    path = cls._strip_protocol(url)
+    names = cls.protocol if isinstance(cls.protocol, (tuple, list)) else (cls.protocol,)
+    if "file" in names or "local" in names:
+        return "file://" + posixpath.normpath(path)
+    if "://" in path:  # filesystems whose paths are full URLs (http)
+        return path
+    return f"{names[0]}://{path}"
 
 
 def is_local(fs: AbstractFileSystem) -> bool:

@@ -105,17 +105,15 @@ class _KeepUndoneFn(beam.DoFn):
         _video_id, grouped = item
         refs = list(grouped["video"])
         markers = list(grouped["done"])
-        if not refs:
-            return  # a marker of a video this INPUT does not name
         if len(refs) > 1:
             self.duplicates.inc(len(refs) - 1)
-        if markers:
-            if not (self.retry_failed and self._failed(markers[0])):
-                self.done.inc()
-                return
-            self.retried.inc()
-        self.todo.inc()
-        yield refs[0]
+        if refs and markers and not (self.retry_failed and self._failed(markers[0])):
+            self.done.inc()
+        elif refs:  # (a marker of a video this INPUT does not name is ignored)
+            if markers:
+                self.retried.inc()
+            self.todo.inc()
+            yield refs[0]
 
     def _failed(self, marker_path: str) -> bool:
         try:
