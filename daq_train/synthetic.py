@@ -14,9 +14,10 @@ Layout written (the standard YouTube-VIS one)::
 Every annotation also carries a ``synth`` object (extra key, ignored by YouTube-VIS tools):
 ``first_frame``, ``last_frame``, ``appears_late``, ``leaves_early``, ``reappearances`` (all
 derived from which frames of the annotation are null), ``visible_fraction`` per frame (visible
-area / area of the unoccluded shape inside the frame), ``z`` (drawing order, higher is in front)
-and ``planned`` (the scripted entry, exit and gaps with their cause, ``border`` or
-``occlusion``).
+area / area of the unoccluded shape inside the frame), ``z`` (drawing order, higher is in front),
+``role`` (``scripted``, or ``occluder`` for an object added only to hide another one, which has
+no events of its own) and ``planned`` (the scripted entry, exit and gaps with their cause,
+``border`` or ``occlusion``).
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def video_annotations(video: SynthVideo, config: SynthConfig, video_id: int,
                for t in range(T)]
         meta = {"first_frame": first, "last_frame": last, "appears_late": first > 0,
                 "leaves_early": last < T - 1, "reappearances": len(runs) - 1,
-                "visible_fraction": vis, "z": obj.z,
+                "visible_fraction": vis, "z": obj.z, "role": obj.role,
                 "planned": {"enter": obj.start, "exit": obj.end,
                             "gaps": [[g0, g1, cause] for g0, g1, cause in obj.gaps]}}
         out.append(Annotation(

@@ -40,6 +40,8 @@ class ObjectPlan:
     zoom: float = 0.0
     zoom_period: float = 1.0
     zoom_phase: float = 0.0
+    role: str = "scripted"  # or "occluder": added only to hide another object, no events of its own
+    occludes: int = 0  # how many gaps of other objects it hides
 
     def drawn(self, t: int) -> bool:
         """Whether the object is painted at frame t (it may still be hidden behind others)."""
@@ -95,65 +97,57 @@ def _busy(obj: ObjectPlan, lo: int, hi: int) -> bool:
     return any(lo <= f < hi for f in obj.pins)
 
 
+def _is_occludee(obj: ObjectPlan) -> bool:
+    return any(cause == "occlusion" for _, _, cause in obj.gaps)
+
+
 def _try_occlusion(objects: list[ObjectPlan], i: int, g0: int, g1: int,
                    planned_gaps: dict[int, tuple[int, int]], config: "SynthConfig",
                    rng: np.random.Generator) -> bool:
-    """Hide object i during [g0, g1) behind a larger object drawn in front of it.
+    """Hide object i during [g0, g1) behind an object drawn in front of it.
 
-    First choice: an object already in front and large enough (the occludee may shrink to fit).
-    Otherwise an object alive over the gap is brought to the front (unless it is hidden behind
-    someone itself) and grown, the occludee shrunk to the smallest configured radius.
+    The occluder's inscribed disc must cover the occludee's outline at every moment (both
+    breathe by +-zoom). Earlier pairings stay valid: an object that already hides another is
+    never shrunk, one already hidden by another is never grown nor brought forward.
     """
     occludee = objects[i]
     side = min(config.height, config.width)
     r_min, r_cap = config.radius[0] * side, 0.35 * side
-    candidates = []
-    for j in (int(j) for j in rng.permutation(len(objects)) if j != i):
+    # the occludee may shrink (to no less than the smallest configured radius) unless it hides someone
+    r_i = occludee.radius if occludee.occludes else min(occludee.radius, r_min)
+    order = [int(j) for j in rng.permutation(len(objects)) if j != i]
+    # first pass: objects already in front and large enough; second: bring forward and grow
+    candidates = [(j, True) for j in order] + [(j, False) for j in order]
+    for j, strict in candidates:
         occ = objects[j]
+        inr = SHAPES[occ.category].inradius
         a, b = planned_gaps.get(j, (0, 0))
-        if (SHAPES[occ.category].inradius <= 0 or not (occ.start <= g0 - 1 and g1 + 1 <= occ.end)
+        if (inr <= 0 or not (occ.start <= g0 - 1 and g1 + 1 <= occ.end)
                 or (a < g1 + 1 and g0 - 1 < b) or _busy(occ, g0 - 2, g1 + 2)):
             continue
-        candidates.append(j)
-
-    def fits(occ: ObjectPlan, occludee_radius: float) -> float:
-        # occluder radius needed to cover the occludee at the worst moment of both breathing cycles
-        inr = SHAPES[occ.category].inradius
-        return (occludee_radius * (1 + occludee.zoom) + _OCCLUSION_MARGIN_PX) / (inr * (1 - occ.zoom))
-
-    chosen = None
-    for j in candidates:  # strict: already in front and already large enough
-        occ = objects[j]
-        smaller = max(0.6 * r_min, min(occludee.radius, r_min))
-        if occ.z > occludee.z and fits(occ, smaller) <= occ.radius:
-            occludee.radius = min(occludee.radius,
-                                  (occ.radius * SHAPES[occ.category].inradius * (1 - occ.zoom)
-                                   - _OCCLUSION_MARGIN_PX) / (1 + occludee.zoom))
-            chosen = j
-            break
-    if chosen is None:
-        for j in candidates:  # relaxed: bring to front and grow
-            occ = objects[j]
-            if occ.z < occludee.z and any(c == "occlusion" for _, _, c in occ.gaps):
-                continue
-            need = fits(occ, min(occludee.radius, r_min))
-            if need > r_cap:
-                continue
-            occludee.radius = min(occludee.radius, r_min)
-            occ.radius = max(occ.radius, need)
-            if occ.z < occludee.z:
-                occ.z = max(o.z for o in objects) + 1
-            chosen = j
-            break
-    if chosen is None:
-        return False
-    p = (float(rng.uniform(0.15, 0.85)) * config.width, float(rng.uniform(0.15, 0.85)) * config.height)
-    for obj in (occludee, objects[chosen]):
-        obj.pins[g0] = p
-        obj.pins[g1 - 1] = p
-        obj.holds.append((g0, g1))
-    occludee.gaps.append((g0, g1, "occlusion"))
-    return True
+        hidden = _is_occludee(occ)
+        if occ.z < occludee.z and (hidden or strict):
+            continue  # coming forward would put it in front of its own occluder
+        # occluder radius needed at the worst moment of both breathing cycles
+        need = (r_i * (1 + occludee.zoom) + _OCCLUSION_MARGIN_PX) / (inr * (1 - occ.zoom))
+        if need > occ.radius and (hidden or strict or need > r_cap):
+            continue
+        # largest occludee radius this occluder (possibly grown) can hide
+        occ.radius = max(occ.radius, need)
+        limit = (occ.radius * inr * (1 - occ.zoom) - _OCCLUSION_MARGIN_PX) / (1 + occludee.zoom)
+        if not occludee.occludes:
+            occludee.radius = min(occludee.radius, limit)
+        if occ.z < occludee.z:
+            occ.z = max(o.z for o in objects) + 1
+        occ.occludes += 1
+        p = (float(rng.uniform(0.15, 0.85)) * config.width, float(rng.uniform(0.15, 0.85)) * config.height)
+        for obj in (occludee, occ):
+            obj.pins[g0] = p
+            obj.pins[g1 - 1] = p
+            obj.holds.append((g0, g1))
+        occludee.gaps.append((g0, g1, "occlusion"))
+        return True
+    return False
 
 
 def _waypoints(obj: ObjectPlan, config: "SynthConfig", rng: np.random.Generator) -> np.ndarray:
@@ -236,6 +230,7 @@ def plan_video(config: "SynthConfig", rng: np.random.Generator) -> list[ObjectPl
                 kind = occluder_kinds[int(rng.integers(len(occluder_kinds)))]
                 objects.append(_new_object(config, rng, kind, 0, config.frames,
                                            max(o.z for o in objects) + 1))
+                objects[-1].role = "occluder"
                 if _try_occlusion(objects, k, g0, g1, planned_gaps, config, rng):
                     continue
                 objects.pop()
