@@ -34,6 +34,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
+from daq_eval.video_ap import track_areas
 from daq_eval.ytvis_format import Dataset, Prediction, segmentation_to_rle
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class ObjectTrackRecord:
 
 def presence(rles: Sequence[dict | None]) -> np.ndarray:
     """[T] bool: frame has a non-empty mask."""
-    return np.array([r is not None and mask_utils.area(r) > 0 for r in rles], dtype=bool)
+    return track_areas(rles) > 0
 
 
 def presence_runs(present: np.ndarray) -> list[tuple[int, int]]:

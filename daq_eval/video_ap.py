@@ -141,6 +141,15 @@ def match_video(ious: np.ndarray, gt_ignore: np.ndarray, gt_crowd: np.ndarray,
     return matched, ignored
 
 
+def track_areas(rles: Sequence[dict | None]) -> np.ndarray:
+    """Per-frame mask areas of one track (0 where absent), in one pycocotools call."""
+    out = np.zeros(len(rles))
+    idx = [t for t, r in enumerate(rles) if r is not None]
+    if idx:
+        out[idx] = mask_utils.area([rles[t] for t in idx])
+    return out
+
+
 def _prepare_tracks(dataset: Dataset, predictions: Sequence[Prediction], max_det: int
                     ) -> tuple[dict[tuple[int, int], list[_Track]], dict[tuple[int, int], list[_Track]]]:
     videos = dataset.videos_by_id
@@ -148,7 +157,7 @@ def _prepare_tracks(dataset: Dataset, predictions: Sequence[Prediction], max_det
     for ann in dataset.annotations or ():
         v = videos[ann.video_id]
         rles = [segmentation_to_rle(s, v.height, v.width) for s in ann.segmentations]
-        areas = np.array([float(mask_utils.area(r)) if r is not None else 0.0 for r in rles])
+        areas = track_areas(rles)
         gts[ann.video_id, ann.category_id].append(
             _Track(rles, areas, _video_area(ann.areas), crowd=bool(ann.iscrowd)))
     grouped: dict[tuple[int, int], list[Prediction]] = defaultdict(list)
@@ -168,7 +177,7 @@ def _prepare_tracks(dataset: Dataset, predictions: Sequence[Prediction], max_det
         tracks = []
         for i in order:
             rles = [segmentation_to_rle(s, v.height, v.width) for s in preds[i].segmentations]
-            areas = np.array([float(mask_utils.area(r)) if r is not None else 0.0 for r in rles])
+            areas = track_areas(rles)
             tracks.append(_Track(rles, areas, _video_area(areas), score=preds[i].score))
         dts[key] = tracks
     return gts, dts
