@@ -204,6 +204,14 @@ class ClipTargets:
                                                      self.valid, self.new, self.disappeared)))
 
 
+def _frame_flags(valid: Tensor) -> tuple[Tensor, Tensor]:
+    """``new`` (valid, never before) and ``disappeared`` (valid before, not now) from ``(N, T)``."""
+    n = valid.shape[0]
+    seen_before = torch.cumsum(valid.int(), dim=1) - valid.int() > 0
+    previous = torch.cat([torch.zeros((n, 1), dtype=torch.bool), valid[:, :-1]], dim=1)
+    return valid & ~seen_before, previous & ~valid
+
+
 def build_targets(masks: np.ndarray, labels: Sequence[int], track_ids: Sequence[int],
                   padded: tuple[int, int]) -> ClipTargets:
     """Targets from augmented bool masks ``(N, T, h, w)``: instances absent from every frame are
@@ -216,14 +224,22 @@ def build_targets(masks: np.ndarray, labels: Sequence[int], track_ids: Sequence[
     out = torch.zeros((n, t, padded[0], padded[1]), dtype=torch.float32)
     out[:, :, :h, :w] = torch.from_numpy(masks.astype(np.float32))
     valid = torch.from_numpy(present)
-    seen_before = torch.cumsum(valid.int(), dim=1) - valid.int() > 0
-    new = valid & ~seen_before
-    previous = torch.cat([torch.zeros((n, 1), dtype=torch.bool), valid[:, :-1]], dim=1)
-    disappeared = previous & ~valid
+    new, disappeared = _frame_flags(valid)
     ids = torch.as_tensor(np.asarray(track_ids, dtype=np.int64)[keep]).view(n, 1).expand(n, t)
     ids = torch.where(valid, ids, torch.full_like(ids, -1))
     lab = torch.as_tensor(np.asarray(labels, dtype=np.int64)[keep])
     return ClipTargets(out, lab, ids.clone(), valid, new, disappeared)
+
+
+def select_frames(targets: ClipTargets, frames: Sequence[int]) -> ClipTargets:
+    """Targets of a sub-clip: the given frames; instances absent from all of them dropped."""
+    idx = torch.as_tensor(list(frames), dtype=torch.int64)
+    valid = targets.valid[:, idx]
+    keep = valid.any(1)
+    valid = valid[keep]
+    new, disappeared = _frame_flags(valid)
+    return ClipTargets(targets.masks[keep][:, idx], targets.labels[keep],
+                       targets.track_ids[keep][:, idx], valid, new, disappeared)
 
 
 def pad_images(frames: np.ndarray, mean: Sequence[float], std: Sequence[float],

@@ -45,8 +45,9 @@ def resolve_model_config(spec: str, num_classes: int, class_names: tuple[str, ..
 
 def build_stage_model(cfg: DAQConfig, stage: str, init_checkpoint: str | Path | None,
                       device: torch.device | str, thaw_backbone_norm: bool = False,
-                      zero_init_residual: bool = False) -> DVISDAQ:
-    """The model for ``stage`` with only that stage's modules trainable."""
+                      zero_init_residual: bool = False, resuming: bool = False) -> DVISDAQ:
+    """The model for ``stage`` with only that stage's modules trainable (``resuming``: weights
+    will come from a training state, so starting without a checkpoint is expected)."""
     if stage not in TRAINED_MODULES:
         raise KeyError(f"unknown stage {stage!r}")
     if stage == "refiner" and not cfg.offline:
@@ -55,11 +56,12 @@ def build_stage_model(cfg: DAQConfig, stage: str, init_checkpoint: str | Path | 
     if init_checkpoint is not None:
         report = load_checkpoint(model, init_checkpoint)
         logger.info("stage %s starts from %s (%d tensors)", stage, init_checkpoint, report.num_tensors)
-    elif stage != "segmenter":
+    elif stage != "segmenter" and not resuming:
         logger.warning("stage %s starts without a previous stage's checkpoint: the frozen modules "
                        "are random", stage)
     if stage == "segmenter" and thaw_backbone_norm:
-        thaw_frozen_batchnorm(model.backbone, zero_init_residual=zero_init_residual and init_checkpoint is None)
+        thaw_frozen_batchnorm(model.backbone, zero_init_residual=zero_init_residual and init_checkpoint is None
+                              and not resuming)
     trained = TRAINED_MODULES[stage]
     for name, module in model.named_children():
         module.requires_grad_(name in trained)

@@ -98,7 +98,11 @@ def prepare_stage(stage: str, train_cfg: TrainConfig, datasets: Sequence[VideoDa
     """Model, sampler, loss and :class:`Trainer` of one stage (resumed if asked)."""
     run_dir = Path(run_dir)
     model_cfg = make_model_config(train_cfg, datasets)
-    if init is None and PREVIOUS_STAGE[stage] is not None and not resume:
+    state_path = run_dir / stage / "last.pt"
+    resuming = resume and state_path.exists()
+    if resume and not resuming:
+        logger.warning("--resume: %s does not exist, starting stage %s from the beginning", state_path, stage)
+    if init is None and PREVIOUS_STAGE[stage] is not None and not resuming:
         candidate = exported_path(run_dir, PREVIOUS_STAGE[stage])
         if not candidate.exists():
             raise FileNotFoundError(f"stage {stage} needs the {PREVIOUS_STAGE[stage]} stage's weights: "
@@ -106,7 +110,7 @@ def prepare_stage(stage: str, train_cfg: TrainConfig, datasets: Sequence[VideoDa
         init = candidate
     stage_cfg = train_cfg.stage(stage)
     model = build_stage_model(model_cfg, stage, init, device, train_cfg.thaw_backbone_norm,
-                              train_cfg.zero_init_residual)
+                              train_cfg.zero_init_residual, resuming=resuming)
     sampler = make_sampler(datasets, train_cfg, model_cfg, stage)
     compute, extra = stage_loss_fn(stage, model, sampler, train_cfg)
     write_run_configs(run_dir, train_cfg, model_cfg)
@@ -116,14 +120,8 @@ def prepare_stage(stage: str, train_cfg: TrainConfig, datasets: Sequence[VideoDa
                       extra_state={"sampler": sampler, **extra},
                       config_record={"train_config": train_cfg.to_dict(), "stage": stage,
                                      "init": str(init) if init else ""})
-    if resume:
-        if trainer.checkpoint_path.exists():
-            trainer.load()
-        else:
-            logger.warning("--resume: %s does not exist, starting stage %s from the beginning",
-                           trainer.checkpoint_path, stage)
-            if init is None and PREVIOUS_STAGE[stage] is not None:
-                raise FileNotFoundError(f"cannot start stage {stage}: no previous-stage weights")
+    if resuming:
+        trainer.load()
     logger.info("stage %s: %.1f MB of weights, %d iterations, data %s", stage,
                 count_weights_mb(model), stage_cfg.iters,
                 ", ".join(str(d.source.annotation_file) for d in datasets))

@@ -1,0 +1,165 @@
+"""Stage 2 (tracker): per-frame training forward, propagation / EDS rules, overfit, resume, export."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+import pytest
+import torch
+
+from daq_model.dvis_daq import create_model
+from daq_model.track_state import TrackRecord
+from daq_model.tracker import TrackerFrameOutput
+from daq_train.config import get_train_preset
+from daq_train.data import DataSource
+from daq_train.matcher import FrameMatch
+from daq_train.model_setup import build_stage_model, export_model
+from daq_train.run import load_datasets, make_model_config, make_sampler, prepare_stage, run_stage
+from daq_train.stage_tracker import TrackerLoss, Tracks
+from daq_train.tracker_step import tracker_frame_for_training
+from tests.test_train_data import write_tiny_dataset
+
+CFG = get_train_preset("tiny_test")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    base = tmp_path_factory.mktemp("trk")
+    root = write_tiny_dataset(base / "data", num_videos=3, num_frames=6)
+    datasets = load_datasets([DataSource.from_root(root)])
+    model_cfg = make_model_config(CFG, datasets)
+    torch.manual_seed(0)
+    seg_model = build_stage_model(model_cfg, "segmenter", None, "cpu", thaw_backbone_norm=True)
+    export_model(seg_model, base / "seg.pt")
+    return {"root": root, "datasets": datasets, "model_cfg": model_cfg, "seg": base / "seg.pt", "base": base}
+
+
+def _tracker_model(setup: dict):
+    return build_stage_model(setup["model_cfg"], "tracker", setup["seg"], "cpu")
+
+
+def test_training_forward_decodes_every_layer_and_masks_slots(setup: dict) -> None:
+    torch.manual_seed(1)
+    model = _tracker_model(setup)
+    tracker = model.tracker
+    q, c = model.cfg.segmenter.num_queries, model.cfg.segmenter.hidden_dim
+    embeds, feats, masks = torch.randn(q, c), torch.randn(c, 8, 8), torch.randn(q, 8, 8)
+    table = model.sem_seg_head.predictor.query_feat.weight.detach()
+    first = tracker_frame_for_training(tracker, embeds, feats, masks, table, None, None)
+    assert len(first.main_logits) == tracker.num_layers + 1 and first.slot_logits == []
+    tq, ta = torch.randn(3, c), torch.randn(3, c)
+    later = tracker_frame_for_training(tracker, embeds, feats, masks, table, tq, ta)
+    ref = tracker.forward_frame(embeds, feats, masks, table, tq, ta)
+    assert torch.allclose(later.main_logits[-1], ref.logits) and torch.allclose(later.main_masks[-1], ref.masks)
+    assert later.main_logits[0].shape == (3 + q, model.cfg.num_classes + 1)
+    assert len(later.slot_logits) == tracker.num_layers
+    assert torch.allclose(later.slot_logits[-1], ref.slot_logits, atol=1e-6)
+    hide = torch.zeros(3 + tracker.num_slots, q, dtype=torch.bool)
+    hide[:, :4] = True
+    masked = tracker_frame_for_training(tracker, embeds, feats, masks, table, tq, ta, slot_memory_mask=hide)
+    assert torch.allclose(masked.main_logits[-1], ref.logits)  # main branch never masked
+    assert not torch.allclose(masked.slot_logits[-1], ref.slot_logits)
+    again = tracker_frame_for_training(tracker, embeds, feats, masks, table, tq, ta)
+    assert torch.allclose(again.slot_logits[-1], ref.slot_logits, atol=1e-6)  # hooks removed
+
+
+def _frame_output(scores: list[float], num_tracks: int, c: int = 4) -> TrackerFrameOutput:
+    """Rows with fg score ``scores`` (2 classes + no-object)."""
+    p = torch.tensor(scores)
+    probs = torch.stack([p, torch.zeros_like(p), 1 - p], dim=1).clamp_min(1e-6)
+    n = len(scores)
+    return TrackerFrameOutput(queries=torch.randn(n, c), logits=probs.log(), masks=torch.zeros(n, 2, 2),
+                              anchors=torch.randn(n, c), num_tracks=num_tracks)
+
+
+def test_propagation_half_drop_and_threshold(setup: dict) -> None:
+    loss = TrackerLoss(_tracker_model(setup), make_sampler(setup["datasets"], CFG, setup["model_cfg"], "tracker"), CFG)
+    out = _frame_output([0.9, 0.2, 0.6, 0.05, 0.3, 0.01], num_tracks=0)
+    indices = (torch.tensor([0, 1, 2, 4]), torch.tensor([3, 0, 1, 2]))  # row -> GT
+    empty = Tracks(None, [], (torch.zeros(0, dtype=torch.long),) * 2)
+    # short phase: the two lowest-scoring matched rows (1: .2, 4: .3) are dropped
+    short = loss._propagate(empty, out, indices, full=False, t=0)
+    assert torch.equal(short.queries, out.queries[[0, 2]])
+    assert short.carried[0].tolist() == [0, 1] and short.carried[1].tolist() == [3, 1]
+    assert all(torch.equal(r.anchor, out.anchors[k]) for r, k in zip(short.records, [0, 2]))
+    # full phase: every row above training_select_threshold, matched or not
+    thr = loss.model.cfg.tracker.training_select_threshold
+    full = loss._propagate(empty, out, indices, full=True, t=0)
+    kept = [k for k, s in enumerate([0.9, 0.2, 0.6, 0.05, 0.3, 0.01]) if s > thr]
+    assert torch.equal(full.queries, out.queries[kept])
+    assert full.carried[1].tolist() == [3, 0, 1, 2]
+    # later frame: carried rows keep their records and get an EMA update
+    records = [TrackRecord(track_id=i, start=0, last_query=torch.zeros(4), anchor=torch.ones(4),
+                           prev_anchors=deque([torch.ones(4)], maxlen=9)) for i in range(2)]
+    tracks = Tracks(torch.zeros(2, 4), records, (torch.tensor([0, 1]), torch.tensor([5, 6])))
+    out2 = _frame_output([0.8, 0.7, 0.9], num_tracks=2)
+    nxt = loss._propagate(tracks, out2, (torch.tensor([0, 1, 2]), torch.tensor([5, 6, 7])), full=True, t=1)
+    assert nxt.records[0] is records[0] and len(records[0].prev_anchors) == 2
+    assert nxt.carried[1].tolist() == [5, 6, 7]
+
+
+def test_disappearance_simulation_needs_more_than_three_tracks(setup: dict) -> None:
+    loss = TrackerLoss(_tracker_model(setup), make_sampler(setup["datasets"], CFG, setup["model_cfg"], "tracker"), CFG)
+    aux = torch.tensor([0, 1, 2, 3, -1, 1] + [-1] * 10)
+    match = FrameMatch((torch.zeros(0, dtype=torch.long),) * 2, aux >= 0, aux)
+    three = Tracks(torch.zeros(3, 4), [], (torch.arange(3), torch.tensor([0, 1, 2])))
+    assert loss._simulate_disappearance(three, match, 5) == (None, None)
+    four = Tracks(torch.zeros(4, 4), [], (torch.arange(4), torch.tensor([0, 1, 2, 3])))
+    seen = set()
+    for _ in range(30):
+        mask, g = loss._simulate_disappearance(four, match, 5)
+        assert mask.shape == (4 + 5, 16) and torch.equal(mask[0], aux == g)
+        seen.add(g)
+    assert seen == {0, 1, 2, 3}
+
+
+def test_tracker_overfits_a_fixed_clip(setup: dict) -> None:
+    cfg = CFG.with_overrides({"tracker.full_clip_from": 0})
+    torch.manual_seed(0)
+    model = _tracker_model(setup)
+    sampler = make_sampler(setup["datasets"], cfg, setup["model_cfg"], "tracker")
+    loss_fn = TrackerLoss(model, sampler, cfg)
+    state, own = sampler.state_dict(), loss_fn.state_dict()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
+    values = []
+    for _ in range(10):
+        sampler.load_state_dict(state)
+        loss_fn.load_state_dict(own)
+        torch.manual_seed(3)
+        losses = loss_fn(5)
+        assert any(k.startswith("slot_loss_ce") for k in losses)
+        total = sum(losses.values())
+        opt.zero_grad()
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        values.append(float(total))
+    assert values[-1] < 0.8 * values[0], values
+    grads = [p for p in model.parameters() if p.grad is not None]
+    assert grads and all(n.startswith("tracker.") for n, p in model.named_parameters() if p.grad is not None)
+
+
+def test_tracker_resume_and_export(setup: dict) -> None:
+    cfg = CFG.with_overrides({"checkpoint_period": 100})
+    base = setup["base"]
+    torch.manual_seed(4)
+    full = prepare_stage("tracker", cfg, setup["datasets"], base / "full", "cpu", init=setup["seg"])
+    reference = [r.loss for r in full.train(until=4)]  # crosses the 2-frame -> full-clip switch
+    torch.manual_seed(4)
+    first = prepare_stage("tracker", cfg, setup["datasets"], base / "split", "cpu", init=setup["seg"])
+    first.train(until=2)
+    torch.manual_seed(99)
+    second = prepare_stage("tracker", cfg, setup["datasets"], base / "split", "cpu", init=setup["seg"], resume=True)
+    resumed = [r.loss for r in second.train(until=4)]
+    assert resumed == pytest.approx(reference[2:], rel=1e-5, abs=1e-6)
+
+    (base / "run" / "segmenter").mkdir(parents=True)
+    (base / "run" / "segmenter" / "model.pt").write_bytes(setup["seg"].read_bytes())
+    result = run_stage("tracker", CFG.with_overrides({"tracker.iters": 1}), [DataSource.from_root(setup["root"])],
+                       base / "run")
+    model = create_model(setup["model_cfg"], result.checkpoint)  # strict
+    seg = create_model(setup["model_cfg"], setup["seg"])
+    seg_state = seg.state_dict()
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, seg_state[k])]
+    assert changed and all(k.startswith("tracker.") for k in changed)  # only the tracker trained
