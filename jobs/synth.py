@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daq_train.synthetic import SynthConfig
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace OUT_DIR/annotations.json and OUT_DIR/JPEGImages if present")
 
 
-def build_config(args: argparse.Namespace):  # -> SynthConfig
+def build_config(args: argparse.Namespace) -> "SynthConfig":
+    """The preset named by ``--preset`` with the command line's overrides."""
     from daq_train.synthetic import get_preset
 
     overrides: dict[str, object] = {}
