@@ -62,7 +62,7 @@ class VideoAPParams:
 @dataclass(frozen=True)
 class VideoAPResult:
     stats: dict[str, float]  # METRIC_NAMES -> value in [0, 1] or -1
-    per_category_ap: dict[str, float]  # category name -> AP (-1 if undefined)
+    per_category_ap: dict[str, float]  # category name -> AP at maxDets 100 (-1 if undefined)
     precision: np.ndarray = field(repr=False)  # [T, R, K, A, M], -1 where undefined
     recall: np.ndarray = field(repr=False)  # [T, K, A, M], -1 where undefined
     num_videos: int = 0
@@ -249,8 +249,12 @@ def evaluate_video_ap(dataset: Dataset, predictions: Sequence[Prediction],
 
     stats = summarize(precision, recall, params)
     names = dataset.categories_by_id
-    per_cat = {names[c].name: _mean_defined(precision[:, :, k, 0, max_dets.index(max(max_dets))])
-               for k, c in enumerate(cat_ids)}
+    counts = defaultdict(int)
+    for c in cat_ids:
+        counts[names[c].name] += 1
+    # keyed by name; by "name (id)" where names repeat
+    per_cat = {(names[c].name if counts[names[c].name] == 1 else f"{names[c].name} ({c})"):
+               _mean_defined(precision[:, :, k, 0, len(max_dets) - 1]) for k, c in enumerate(cat_ids)}
     n_dt = sum(len(v) for v in dts.values())
     logger.info("video AP over %d videos, %d objects, %d predictions: AP=%.4f", len(vid_ids),
                 len(dataset.annotations), n_dt, stats["AP"])
