@@ -51,30 +51,53 @@ class MinVISLink:
         return torch.gather(frame_embeds, 1, rows[..., None].expand(-1, -1, frame_embeds.shape[2]))
 
 
+class MinVISLinker:
+    """Incremental MinVIS linking: feed frames in order, read the link at any time. Keeps the
+    previous linked embeddings, a float64 logit sum and one permutation per frame (int32)."""
+
+    def __init__(self) -> None:
+        self.perms: list[Tensor] = []
+        self.previous: Tensor | None = None
+        self.logit_sum: Tensor | None = None
+
+    def add(self, frame_embeds: Tensor, seg_logits: Tensor) -> None:
+        """One frame's (Q, C) segmenter embeddings and (Q, K+1) logits (float32, no autocast)."""
+        with torch.autocast(frame_embeds.device.type, enabled=False):
+            current = frame_embeds.detach().float().cpu()
+            logits = seg_logits.detach().double().cpu()
+            if self.previous is None:
+                order = torch.arange(current.shape[0])
+            else:
+                cur_n = current / current.norm(dim=1, keepdim=True)
+                prev_n = self.previous / self.previous.norm(dim=1, keepdim=True)
+                cost = 1 - cur_n @ prev_n.T  # (current, previous linked), as the official code
+                _, cols = linear_sum_assignment(cost.T.numpy())
+                order = torch.as_tensor(np.asarray(cols), dtype=torch.int64)
+        self.perms.append(order.to(torch.int32))
+        self.previous = current[order]
+        logits = logits[order]
+        self.logit_sum = logits if self.logit_sum is None else self.logit_sum + logits
+
+    def link(self) -> MinVISLink:
+        if self.logit_sum is None:
+            raise ValueError("no frames linked")
+        return MinVISLink(perm=torch.stack(self.perms).to(torch.int64),
+                          mean_logits=(self.logit_sum / len(self.perms)).to(torch.float32))
+
+    def nbytes(self) -> int:
+        per = sum(p.numel() * p.element_size() for p in self.perms)
+        if self.previous is not None:
+            per += self.previous.numel() * 4 + self.logit_sum.numel() * 8
+        return per
+
+
 def minvis_link(frame_embeds: Tensor, seg_logits: Tensor) -> MinVISLink:
     """Link frame queries by Hungarian matching on 1 - cos to the previous linked set
-    (float32, outside autocast)."""
-    with torch.autocast(frame_embeds.device.type, enabled=False):
-        return _minvis_link(frame_embeds.float(), seg_logits.float())
-
-
-def _minvis_link(frame_embeds: Tensor, seg_logits: Tensor) -> MinVISLink:
-    num_frames, num_queries, _ = frame_embeds.shape
-    perm = torch.empty((num_frames, num_queries), dtype=torch.int64)
-    perm[0] = torch.arange(num_queries)
-    previous = frame_embeds[0].float()
-    logit_sum = seg_logits[0].double().clone()
-    for t in range(1, num_frames):
-        current = frame_embeds[t].float()
-        cur_n = current / current.norm(dim=1, keepdim=True)
-        prev_n = previous / previous.norm(dim=1, keepdim=True)
-        cost = 1 - cur_n @ prev_n.T  # (current, previous linked), as the official code
-        _, cols = linear_sum_assignment(cost.T.cpu().numpy())
-        order = torch.as_tensor(np.asarray(cols), dtype=torch.int64)
-        perm[t] = order
-        previous = current[order]
-        logit_sum += seg_logits[t, order].double()
-    return MinVISLink(perm=perm, mean_logits=(logit_sum / num_frames).to(torch.float32))
+    (float32, outside autocast). ``frame_embeds`` (T, Q, C), ``seg_logits`` (T, Q, K+1)."""
+    linker = MinVISLinker()
+    for embeds, logits in zip(frame_embeds, seg_logits):
+        linker.add(embeds, logits)
+    return linker.link()
 
 
 @dataclass
@@ -110,12 +133,15 @@ def record_sequence(record: TrackRecord, video_start: int, num_frames: int) -> t
     return seq, flags
 
 
-def assemble_candidates(kept: list[TrackRecord], frame_embeds: Tensor, seg_logits: Tensor,
-                        topk_num: int, num_new_ins: int, video_start: int = 0) -> OfflineCandidates:
+def assemble_candidates(kept: list[TrackRecord], frame_embeds: Tensor,
+                        seg_logits: "Tensor | MinVISLinker", topk_num: int, num_new_ins: int,
+                        video_start: int = 0) -> OfflineCandidates:
     """Build the refiner candidates from the noise-filtered records ``kept`` (creation order),
-    the per-frame segmenter embeddings (T, Q, C) and logits (T, Q, K+1)."""
+    the per-frame segmenter embeddings (T, Q, C) and either the per-frame segmenter logits
+    (T, Q, K+1) or a :class:`MinVISLinker` that has seen every frame (streaming)."""
     num_frames, _, dim = frame_embeds.shape
-    num_logits = seg_logits.shape[-1]
+    num_logits = (seg_logits.shape[-1] if isinstance(seg_logits, Tensor)
+                  else seg_logits.logit_sum.shape[-1])
     if kept:
         logits = torch.stack([r.mean_logits() for r in kept])
         if topk_num > len(kept):  # official: strictly more records than top-k triggers selection
@@ -138,7 +164,8 @@ def assemble_candidates(kept: list[TrackRecord], frame_embeds: Tensor, seg_logit
                                num_records=len(kept))
     num_left = num_new_ins - len(ids)
     if num_left > 0:
-        link = minvis_link(frame_embeds, seg_logits)
+        link = (minvis_link(frame_embeds, seg_logits) if isinstance(seg_logits, Tensor)
+                else seg_logits.link())
         _, which = foreground_score(link.mean_logits).topk(num_left, sorted=False)
         result.instance_embeds = torch.cat([embeds, link.embeds(frame_embeds, which)], dim=1)
         result.online_logits = torch.cat([online_logits, link.mean_logits[which]])

@@ -251,6 +251,12 @@ class TrackHub:
             del self.records[record.track_id]
             self.num_released += 1
 
+    def release(self, track_ids: list[int]) -> None:
+        """Drop records that can no longer contribute to the result (their ids stay issued)."""
+        for track_id in track_ids:
+            if self.records.pop(track_id, None) is not None:
+                self.num_released += 1
+
     # ---------------------------------------------------------------------------------------
 
     def kept_records(self, video_start: int, num_frames: int) -> list[TrackRecord]:

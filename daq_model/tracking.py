@@ -63,6 +63,9 @@ class VideoTracker:
                             keep_embeds=keep_embeds, keep_history=keep_history)
         self.video_start = video_start
         self.num_frames = 0
+        # streaming: dead records that can no longer reach the final top-k are released
+        self.prune_dead = not keep_history
+        self.dead_keep = cfg.refiner.offline_topk_num if keep_embeds else cfg.test.max_num
 
     @property
     def next_frame_index(self) -> int:
@@ -98,8 +101,36 @@ class VideoTracker:
         decision = self.hub.update(frame_index, out.queries, out.logits, out.anchors, valid,
                                    out.num_tracks)
         self.num_frames += 1
+        if self.prune_dead and decision.killed:
+            self._prune_dead_records()
         return TrackStep(frame_index=frame_index, output=out, valid=valid, decision=decision,
                          active_ids=list(self.hub.active))
+
+    def _prune_dead_records(self) -> None:
+        """Release dead records that cannot be part of the final result.
+
+        A dead record's mean logits are final. Online, the result is the top ``test.max_num``
+        (record, class) pairs: a dead record none of whose pairs is among the top ``max_num``
+        pairs of the dead records alone can never be selected. Offline, the refiner takes the top
+        ``offline_topk_num`` records by fg score: likewise for the dead records outside the top
+        ``offline_topk_num`` of the dead. Pruning runs when the dead outnumber ``2 * limit + 32``
+        (amortised), so the state holds O(limit) dead records whatever the video length.
+        """
+        dead = [r for r in self.hub.records.values() if r.dead]
+        if len(dead) <= 2 * self.dead_keep + 32:
+            return
+        logits = torch.stack([r.mean_logits() for r in dead])
+        if self.hub.keep_embeds:
+            count = min(self.dead_keep, len(dead))
+            needed = set(foreground_score(logits).topk(count).indices.tolist())
+        else:
+            scores = logits.softmax(-1)[:, :-1].flatten()
+            count = min(self.dead_keep, scores.numel())
+            needed = set((scores.topk(count).indices // (logits.shape[1] - 1)).tolist())
+        released = [r.track_id for i, r in enumerate(dead) if i not in needed]
+        self.hub.release(released)
+        logger.debug("released %d dead records that cannot reach the final top-k",
+                     len(released))
 
     def assemble_online(self) -> tuple[list[int], Tensor]:
         """Official online output (SPEC §3.6.7): kept records in creation order and their mean

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from daq_model.config import DAQConfig
 from daq_model.feature_cache import FeatureCache, ReplayFn, iter_mask_features
-from daq_model.offline import OfflineCandidates, assemble_candidates
+from daq_model.offline import MinVISLinker, OfflineCandidates, assemble_candidates
 from daq_model.outputs import FrameMasks, Instance, VideoResult
 from daq_model.postprocess import MaskGeometry, TopPairs, masks_to_output, select_top_pairs
 from daq_model.tracking import VideoTracker
@@ -87,7 +87,7 @@ def _iter_offline_masks(predictor: "VideoPredictor", refined: Tensor, candidates
 
 
 def offline_result(predictor: "VideoPredictor", tracker: VideoTracker, frame_embeds: Tensor,
-                   seg_logits: Tensor, cache: FeatureCache, replay: ReplayFn | None,
+                   seg_logits: "Tensor | MinVISLinker", cache: FeatureCache, replay: ReplayFn | None,
                    geometry: MaskGeometry, stats: dict[str, float],
                    empty_on_single_candidate: bool = True) -> VideoResult:
     cfg = predictor.cfg
