@@ -19,8 +19,15 @@ One step = one clip:
 5. losses: the DAQ clip loss over all frames for the main branch (input + every layer), and over
    frames >= 1 for the slot branch (every layer, targets = the carried pairs), weighted 2/5/5.
 
-The phase switch is a function of the (checkpointed) iteration, unlike the official per-process
-counter (pitfall 25), so a resumed run continues in the right phase.
+Deliberate differences from the official code (all training-only):
+
+* the phase switch is a function of the (checkpointed) iteration, not a per-process counter
+  (pitfall 25), so a resumed run continues in the right phase;
+* the short sub-clip starts uniformly anywhere in the sampled clip (the official start draw only
+  ever picks frames (0, 1) or (1, 2) of a 5-frame clip, pitfall 26);
+* a simulated disappearance is only supervised if at least one segmenter query was actually
+  hidden; the official aliasing that also makes it a main-branch negative (pitfall 27) is off by
+  default (``simulated_disappearance_main_negative``).
 """
 
 from __future__ import annotations
