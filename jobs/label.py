@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--workers", type=int, metavar="N",
                      help="local runs: worker processes, each loading the model once "
                           "(default: one per available core)")
+    run.add_argument("--torch-threads", type=int, metavar="N",
+                     help="local runs: PyTorch threads per worker process (default: cores / workers)")
     run.add_argument("--frames-per-push", type=int, metavar="N",
                      help="frames decoded per batch pushed to the model (default: the config's "
                           "inference.frame_batch_size); bounds decode memory")
@@ -100,20 +102,24 @@ def run(args: argparse.Namespace) -> int:
         logger.error("unknown option(s) %s: neither a 'daq-label label' option nor a Beam pipeline "
                      "option (see daq-label label --help)", " ".join(unknown))
         return 2
-    if args.workers is not None and args.workers < 1:
-        logger.error("--workers must be >= 1")
-        return 2
+    for name in ("workers", "torch_threads", "frames_per_push"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            logger.error("--%s must be >= 1", name.replace("_", "-"))
+            return 2
     try:
         setup = runner_setup(beam_args, args.workers)
         spec = resolve_model(args.checkpoint, args.config, args.model_name)
         push = args.frames_per_push or max(1, spec.config.inference.frame_batch_size)
-        if push < 1:
-            raise JobSetupError("--frames-per-push must be >= 1")
+        if args.torch_threads:
+            setup.torch_threads = args.torch_threads
         job = LabelJob(args.input, args.output, spec, LabelSettings(frames_per_push=push),
                        device=args.device, retry_failed=args.retry_failed)
     except (JobSetupError, ModelSourceError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
+    if setup.local:  # worker logs reach stderr directly; Beam's relayed copies are duplicates
+        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     try:
         summary = job.run(setup, check_model=not args.skip_model_check)
     except (JobSetupError, ModelSourceError) as exc:
