@@ -40,7 +40,7 @@ from daq_model.offline import MinVISLinker
 from daq_model.outputs import FrameTracks, VideoInfo, VideoResult
 from daq_model.postprocess import MaskGeometry, masks_to_output
 from daq_model.preprocess import padded_size, resized_size
-from daq_model.tracking import VideoTracker, make_id_source
+from daq_model.tracking import TrackStep, VideoTracker, make_id_source
 from daq_model.video_results import offline_result, online_result
 
 logger = logging.getLogger(__name__)
@@ -186,13 +186,17 @@ class VideoSession:
                 out.append(self._frame_tracks(step))
         return out
 
-    def _frame_tracks(self, step) -> FrameTracks:
+    def _frame_tracks(self, step: TrackStep) -> FrameTracks:
+        """The tracks with an entry in this frame: scores/labels from the tracker's logits,
+        masks through the official resize chain to the output size."""
         entries = step.decision.entries
-        rows = torch.as_tensor([e[0] for e in entries], dtype=torch.long)
-        logits = step.output.logits[rows].float()
-        probs = logits.softmax(-1)[:, :-1] if len(entries) else logits[:, :-1]
-        scores, labels = (probs.max(-1) if len(entries) else
-                          (torch.zeros(0), torch.zeros(0, dtype=torch.long)))
+        rows = torch.as_tensor([e[0] for e in entries], dtype=torch.long,
+                               device=step.output.logits.device)
+        probs = step.output.logits[rows].float().softmax(-1)[:, :-1]
+        if len(entries):
+            scores, labels = probs.max(-1)
+        else:
+            scores, labels = probs.new_zeros(0), torch.zeros(0, dtype=torch.long)
         masks = masks_to_output(step.output.masks[rows], self.geometry)
         return FrameTracks(
             frame_index=step.frame_index,

@@ -44,12 +44,12 @@ def _read_frames(path: Path) -> dict[str, np.ndarray]:
         with np.load(path) as data:
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"{path}: cannot read frames file: {exc}") from exc
+        raise ValueError(f"{path}: cannot read frames file: {exc}") from exc
     if "frames" not in arrays:
-        raise SystemExit(f"{path}: no 'frames' array (found: {', '.join(sorted(arrays))})")
+        raise ValueError(f"{path}: no 'frames' array (found: {', '.join(sorted(arrays))})")
     frames = arrays["frames"]
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise SystemExit(f"{path}: 'frames' must be (T, H, W, 3) uint8 RGB, got "
+        raise ValueError(f"{path}: 'frames' must be (T, H, W, 3) uint8 RGB, got "
                          f"{frames.dtype} {frames.shape}")
     return arrays
 
@@ -62,16 +62,20 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    inputs = _read_frames(Path(args.frames))
+    try:
+        inputs = _read_frames(Path(args.frames))
+    except ValueError as exc:
+        logger.error("reference-run: %s", exc)
+        return 2
     frames = inputs["frames"]
     output_hw = tuple(int(v) for v in inputs.get("output_hw", frames.shape[1:3]))
     py_seed = args.py_seed if args.py_seed is not None else int(inputs.get("py_seed", 0))
-    cfg = load_config(args.config).with_overrides({"inference.track_ids": args.track_ids,
-                                                   "inference.precision": "fp32"})
     try:
+        cfg = load_config(args.config).with_overrides({"inference.track_ids": args.track_ids,
+                                                       "inference.precision": "fp32"})
         model = create_model(cfg, args.weights, device=args.device)
-    except CheckpointError as exc:
-        logger.error("%s", exc)
+    except (CheckpointError, FileNotFoundError, ValueError, KeyError) as exc:
+        logger.error("reference-run: %s", exc)
         return 2
     started = time.perf_counter()
     arrays = run_reference(model, frames, output_hw, py_seed=py_seed)
