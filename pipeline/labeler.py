@@ -124,7 +124,10 @@ def label_video(ref: VideoRef, predictor: Any, cfg: DAQConfig, provenance: Prove
     next_progress = settings.progress_every_frames
     try:
         try:
-            for batch in prefetch(decoder.batches(), settings.prefetch_batches):
+            batches = decoder.batches()
+            if settings.prefetch_batches > 0:
+                batches = prefetch(batches, settings.prefetch_batches)
+            for batch in batches:
                 if session is None:
                     h, w = int(batch.frames.shape[1]), int(batch.frames.shape[2])
                     session = predictor.start_video(VideoInfo(
@@ -136,10 +139,10 @@ def label_video(ref: VideoRef, predictor: Any, cfg: DAQConfig, provenance: Prove
                     next_progress += settings.progress_every_frames
                     logger.info("%s: %d/%s frames labelled", ref.video_id, decoder.stats.frames,
                                 info.frames_expected if info else "?")
+            if session is not None:  # frames held back for a full segmenter batch
+                _consume(session.flush(), stream, timings)
         finally:
             decoder.close()
-        if session is not None:  # frames held back for a full segmenter batch
-            _consume(session.flush(), stream, timings)
         status, kind, message = classify_decode(decoder.stats, info)
         if status == "failed" or session is None:
             message = f"{ref.url}: {message}"

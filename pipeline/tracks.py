@@ -47,11 +47,12 @@ def encode_masks(masks: np.ndarray) -> list[tuple[str, int, tuple[float, float, 
     out: list[tuple[str, int, tuple[float, float, float, float]] | None] = [None] * n
     if nonempty.size == 0:
         return out
-    chosen = masks[nonempty]
+    chosen = masks if nonempty.size == n else masks[nonempty]
     if chosen.dtype != np.bool_:
         chosen = chosen.astype(bool)
-    fortran = np.asfortranarray(chosen.view(np.uint8).transpose(1, 2, 0))
-    rles = mask_utils.encode(fortran)
+    # Encoding runs in the model's thread on purpose: pycocotools holds the GIL, and a background
+    # encoder would stall the thread that launches the model's kernels (GIL convoy).
+    rles = mask_utils.encode(np.asfortranarray(chosen.view(np.uint8).transpose(1, 2, 0)))
     areas = mask_utils.area(rles)
     boxes = mask_utils.toBbox(rles)
     for j, i in enumerate(nonempty):
