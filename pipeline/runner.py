@@ -56,8 +56,6 @@ def runner_setup(beam_args: Sequence[str], workers: int | None = None) -> Runner
         return RunnerSetup(options, None, False, 0, 0, f"{runner_name} (from the pipeline options)")
     if options.view_as(StandardOptions).streaming:
         raise ValueError("the label job is a batch job; --streaming is not supported locally")
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-
     direct = options.view_as(DirectOptions)
     cores = available_cores()
     if workers is not None:
@@ -76,5 +74,18 @@ def runner_setup(beam_args: Sequence[str], workers: int | None = None) -> Runner
             options.view_as(WorkerOptions).sdk_harness_log_level_overrides = {
                 "pipeline": "INFO", "daq_model": "INFO"}
     return RunnerSetup(
-        options, FnApiRunner(), True, n, threads,
+        options, _fnapi_runner(options), True, n, threads,
         f"FnApiRunner (local, {direct.direct_running_mode}, {n} worker(s) x {threads} torch thread(s))")
+
+
+
+def _fnapi_runner(options: PipelineOptions) -> Any:
+    """An FnApiRunner that hands the pipeline options to its SDK worker processes, as Beam's
+    DirectRunner does when it falls back to it (a bare FnApiRunner starts them without)."""
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=info)
