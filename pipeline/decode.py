@@ -170,8 +170,8 @@ class StreamingDecoder:
         try:
             fs, path = url_to_fs(self.url, self.storage_options)
             size = fs.size(path)
-            # local files: FFmpeg reads them itself (no Python read callbacks); else fsspec
-            self._file = None if is_local(fs) else fs.open(path, "rb", block_size=REMOTE_BLOCK_SIZE)
+            options = {} if is_local(fs) else {"block_size": REMOTE_BLOCK_SIZE}
+            self._file = fs.open(path, "rb", **options)
         except FileNotFoundError as exc:
             raise VideoError(UNREADABLE, f"{self.url}: file not found ({_describe(exc)})") from exc
         except Exception as exc:  # noqa: BLE001 - any storage failure makes the URL unreadable
@@ -179,8 +179,7 @@ class StreamingDecoder:
         if size == 0:
             raise VideoError(EMPTY_FILE, f"{self.url}: empty file (0 bytes)")
         try:
-            source = self._file if self._file is not None else path
-            self._container = av.open(source, mode="r", metadata_errors="ignore")
+            self._container = av.open(self._file, mode="r", metadata_errors="ignore")
         except av.error.InvalidDataError as exc:
             raise VideoError(NOT_A_VIDEO, f"{self.url}: not a video container FFmpeg can read "
                                           f"({_describe(exc)})") from exc

@@ -15,6 +15,8 @@ Rows exist only where a mask is non-empty.
 
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -67,10 +69,19 @@ def encode_masks(masks: np.ndarray) -> list[tuple[str, int, tuple[float, float, 
 
 @dataclass
 class TrackEntries:
-    """What the FrameTracks stream said about one tracker track."""
+    """What the FrameTracks stream said about one tracker track: its frames (increasing), score
+    and validity there, compactly (9 bytes a frame), and its non-empty masks (online models)."""
 
-    scores: dict[int, tuple[float, bool]] = field(default_factory=dict)  # frame -> (score, valid)
-    rows: list[MaskRow] = field(default_factory=list)  # non-empty masks (online models only)
+    frames: array = field(default_factory=lambda: array("i"))
+    scores: array = field(default_factory=lambda: array("f"))
+    valid: bytearray = field(default_factory=bytearray)
+    rows: list[MaskRow] = field(default_factory=list)
+
+    def at(self, frame_index: int) -> tuple[float, bool] | None:
+        i = bisect_left(self.frames, frame_index)
+        if i < len(self.frames) and self.frames[i] == frame_index:
+            return float(self.scores[i]), bool(self.valid[i])
+        return None
 
 
 class TrackStream:
@@ -95,7 +106,9 @@ class TrackStream:
             tid = int(frame.track_ids[k])
             score, valid = float(frame.scores[k]), bool(frame.valid[k])
             entry = self.tracks.setdefault(tid, TrackEntries())
-            entry.scores[t] = (score, valid)
+            entry.frames.append(t)
+            entry.scores.append(score)
+            entry.valid.append(valid)
             rle = encoded[k]
             if rle is not None:
                 entry.rows.append(MaskRow(t, rle[0], rle[1], rle[2], score, valid))
@@ -114,7 +127,7 @@ class TrackStream:
 
     def score_at(self, track_id: int, frame_index: int) -> tuple[float, bool] | None:
         entry = self.tracks.get(int(track_id))
-        return entry.scores.get(frame_index) if entry else None
+        return entry.at(frame_index) if entry else None
 
 
 def rows_from_frame_masks(instances: list[Instance], frames: Iterable[FrameMasks],

@@ -69,3 +69,7 @@ def test_step_counters_and_resume(spec, tmp_path: Path) -> None:
     second = run()
     assert second["videos_already_done"] == 3 and second.get("videos_to_label", 0) == 0
     assert second.get("tables_written", 0) == 0
+    job.retry_failed = True  # their markers say failed: label them again
+    third = run()
+    assert third["failed_videos_retried"] == 3 and third["videos_failed"] == 3
+    assert third.get("videos_already_done", 0) == 0
