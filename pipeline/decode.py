@@ -9,6 +9,8 @@
 * Frames are yielded in batches of ``batch_size`` as they decode, so memory stays bounded by one
   batch (plus the prefetch queue, see :func:`prefetch`).
 * Opening errors are classified (:class:`VideoError` with a ``kind``) with a message naming the file.
+* The decoder keeps PyAV's default (slice) threading: frame threading drops the last frames before
+  a damaged packet (2 of 68 on the truncated edge-case file).
 
 Frames expected: the stream's header frame count when the container has one, else
 ``round(duration x fps)``. :func:`classify_decode` turns the counts into ok / partial.
