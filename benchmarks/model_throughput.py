@@ -48,11 +48,24 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _ping_pong(frames: np.ndarray, count: int) -> np.ndarray:
-    """``count`` frames playing ``frames`` forwards and backwards (a smooth long video)."""
-    cycle = np.concatenate([frames, frames[-2:0:-1]]) if len(frames) > 2 else frames
-    index = np.arange(count) % len(cycle)
-    return cycle[index]
+class PingPongVideo:
+    """``count`` frames playing ``frames`` forwards and backwards (a smooth long video), made
+    batch by batch like a decoder would (the whole video is never in memory)."""
+
+    def __init__(self, frames: np.ndarray, count: int) -> None:
+        self.frames = frames
+        self.count = count
+        self.cycle = (np.concatenate([np.arange(len(frames)), np.arange(len(frames) - 2, 0, -1)])
+                      if len(frames) > 2 else np.arange(len(frames)))
+        self.shape = (count, *frames.shape[1:])
+
+    def __len__(self) -> int:
+        return self.count
+
+    def batches(self, size: int):
+        for start in range(0, self.count, size):
+            index = self.cycle[np.arange(start, min(start + size, self.count)) % len(self.cycle)]
+            yield self.frames[index]
 
 
 def _case_model(mode: str, cache_mb: float, overrides: dict | None = None):
@@ -92,17 +105,17 @@ def _run_child(spec: dict) -> dict:
         predictor = VideoPredictor(create_model(cfg))
         rng = np.random.default_rng(0)
         base = rng.integers(0, 255, (2, 360, 640, 3), dtype=np.uint8)
-        frames = _ping_pong(base, spec["r50_frames"])
+        frames = PingPongVideo(base, spec["r50_frames"])
     else:
         mode = "online" if name == "reference-online" else "offline"
         predictor = _case_model(mode, spec["cache_mb"],
                                 LONG_RUN_OVERRIDES if name.startswith("long") else None)
         count = {"reference-online": spec["frames"], "reference-offline": spec["frames"],
                  "long-short": spec["short_frames"], "long": spec["long_frames"]}[name]
-        frames = _ping_pong(case_frames, count)
+        frames = PingPongVideo(case_frames, count)
     # warm-up (first-call allocations, kernel selection) in a throwaway session
     warm = predictor.start_video(VideoInfo(height=frames.shape[1], width=frames.shape[2]))
-    list(warm.push(frames[:2]))
+    list(warm.push(next(frames.batches(2))))
     list(warm.flush())
     del warm
     rss_loaded = _peak_rss_mb()
@@ -111,12 +124,12 @@ def _run_child(spec: dict) -> dict:
     push = max(1, predictor.cfg.inference.frame_batch_size)
     max_tracks = 0
     start = time.perf_counter()
-    for s in range(0, len(frames), push):
-        for frame_tracks in session.push(frames[s:s + push]):
+    for batch in frames.batches(push):
+        for frame_tracks in session.push(batch):
             max_tracks = max(max_tracks, len(frame_tracks))
     streamed = time.perf_counter() - start
     state_bytes = session.state_nbytes()
-    result = session.finish(replay=lambda: (frames[s:s + push] for s in range(0, len(frames), push)))
+    result = session.finish(replay=lambda: frames.batches(push))
     masks = 0
     if result.frame_masks is not None:
         for frame_masks in result.iter_frame_masks():

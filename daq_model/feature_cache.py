@@ -54,6 +54,39 @@ class FeatureCache:
         self.nbytes = 0
 
 
+class FrameEmbeddingStore:
+    """Per-frame (Q, C) segmenter embeddings in one growing float32 buffer, so ``finish`` gets
+    them as a (T, Q, C) view without stacking a copy. Pre-allocates for the expected frame count
+    (capped at ``max_prealloc`` frames), then grows by 1.5x."""
+
+    def __init__(self, expected_frames: int | None = None, max_prealloc: int = 4096) -> None:
+        self._buffer: Tensor | None = None
+        self._initial = max(1, min(expected_frames or 64, max_prealloc))
+        self.size = 0
+
+    def append(self, embeds: Tensor) -> None:
+        row = embeds.detach().to("cpu", torch.float32)
+        if self._buffer is None:
+            self._buffer = row.new_empty((self._initial, *row.shape))
+        elif self.size == self._buffer.shape[0]:
+            grown = self._buffer.new_empty((self.size + self.size // 2 + 1, *row.shape))
+            grown[: self.size] = self._buffer
+            self._buffer = grown
+        self._buffer[self.size] = row
+        self.size += 1
+
+    def view(self) -> Tensor:
+        if self._buffer is None:
+            raise ValueError("no frames stored")
+        return self._buffer[: self.size]
+
+    def nbytes(self) -> int:
+        return 0 if self._buffer is None else self._buffer.numel() * 4
+
+    def used_nbytes(self) -> int:
+        return 0 if self._buffer is None else self.size * self._buffer[0].numel() * 4
+
+
 def iter_replay_frames(replay: ReplayFn) -> Iterator[np.ndarray]:
     """Single frames (H, W, 3) from the batches (N, H, W, 3) -- or single frames -- of replay()."""
     for batch in replay():

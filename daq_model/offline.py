@@ -104,7 +104,7 @@ def minvis_link(frame_embeds: Tensor, seg_logits: Tensor) -> MinVISLink:
 class OfflineCandidates:
     """The refiner's input candidates (q of them) and what the reference output reports."""
 
-    instance_embeds: Tensor  # (T, q, C)
+    instance_embeds: Tensor | None  # (T, q, C); released once handed to the refiner
     online_logits: Tensor  # (q, K+1) tracker mean logits / MinVIS mean logits
     official_ids: list[int]  # tracker ids, then MinVIS synthetic ids
     track_ids: list[int]  # tracker ids, -1 for MinVIS candidates
@@ -149,9 +149,10 @@ def assemble_candidates(kept: list[TrackRecord], frame_embeds: Tensor,
         else:
             _, order = foreground_score(logits).topk(topk_num, sorted=False)
         chosen = [kept[i] for i in order.tolist()]
-        seqs, flags = zip(*(record_sequence(r, video_start, num_frames) for r in chosen))
-        embeds = torch.stack(seqs, dim=1).to(frame_embeds.dtype)
-        padding = torch.stack(flags)
+        embeds = frame_embeds.new_empty((num_frames, len(chosen), dim))
+        padding = torch.empty((len(chosen), num_frames), dtype=torch.bool)
+        for j, record in enumerate(chosen):
+            embeds[:, j], padding[j] = record_sequence(record, video_start, num_frames)
         online_logits = logits[order]
         ids = [r.track_id for r in chosen]
     else:

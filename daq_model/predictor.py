@@ -35,7 +35,8 @@ from torch import Tensor
 
 from daq_model.config import DAQConfig, load_config
 from daq_model.dvis_daq import DVISDAQ, create_model
-from daq_model.feature_cache import DEFAULT_FEATURE_CACHE_MB, FeatureCache, ReplayFn
+from daq_model.feature_cache import (DEFAULT_FEATURE_CACHE_MB, FeatureCache,
+                                     FrameEmbeddingStore, ReplayFn)
 from daq_model.offline import MinVISLinker
 from daq_model.outputs import FrameTracks, VideoInfo, VideoResult
 from daq_model.postprocess import MaskGeometry, masks_to_output
@@ -131,7 +132,7 @@ class VideoSession:
         self._received = 0
         self._finished = False
         # offline: what the refiner needs at finish
-        self._frame_embeds: list[Tensor] = []  # per frame (Q, C) float32, CPU
+        self._frame_embeds = FrameEmbeddingStore(info.num_frames)  # (T, Q, C) float32, CPU
         self._minvis = MinVISLinker()  # streaming MinVIS link for the refiner's fill-up
         self.cache = FeatureCache(predictor.feature_cache_mb if cfg.offline else 0.0)
 
@@ -180,7 +181,7 @@ class VideoSession:
                 step = self.tracker.step(seg.pred_logits[b], seg.pred_masks[b],
                                          seg.pred_embds[b], seg.mask_features[b])
                 if self.cfg.offline:
-                    self._frame_embeds.append(seg.pred_embds[b].detach().float().cpu())
+                    self._frame_embeds.append(seg.pred_embds[b])
                     self._minvis.add(seg.pred_embds[b], seg.pred_logits[b])
                     self.cache.offer(seg.mask_features[b])
                 out.append(self._frame_tracks(step))
@@ -233,15 +234,16 @@ class VideoSession:
                 f"{self.num_frames} frames outgrew the {self.predictor.feature_cache_mb:.0f} MB "
                 "mask-feature cache: finish() needs replay= (a callable returning the frames "
                 "again) to decode the refined masks")
+        frame_embeds = self._frame_embeds.view()
         with torch.inference_mode(), self.predictor.autocast():
             return offline_result(
-                self.predictor, self.tracker, torch.stack(self._frame_embeds),
+                self.predictor, self.tracker, frame_embeds,
                 self._minvis, self.cache, replay, self.geometry, stats,
                 empty_on_single_candidate=self.predictor.empty_on_single_candidate)
 
     def state_nbytes(self) -> int:
         """Bytes of tensor data this session holds (records, per-frame embeddings and logits,
         cached mask features); see daq_model/README.md for the per-frame figures."""
-        per_frame = sum(t.numel() * t.element_size() for t in self._frame_embeds)
+        per_frame = self._frame_embeds.nbytes()  # allocated (T rounded up, see README)
         per_frame += self._minvis.nbytes()
         return self.tracker.hub.nbytes() + per_frame + self.cache.nbytes

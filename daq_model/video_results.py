@@ -63,7 +63,9 @@ def refine(predictor: "VideoPredictor", cands: OfflineCandidates, frame_embeds: 
     if refiner is None:
         raise RuntimeError("this model has no refiner (online config)")
     device = predictor.device
-    refined = refiner(cands.instance_embeds.to(device), frame_embeds.to(device))
+    instance_embeds, cands.instance_embeds = cands.instance_embeds, None  # release early
+    refined = refiner(instance_embeds.to(device), frame_embeds.to(device), consume_input=True)
+    del instance_embeds
     return refined, refiner.class_logits(refined).float().cpu()
 
 

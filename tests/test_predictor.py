@@ -197,7 +197,8 @@ def _documented_bytes(session) -> int:
             chunks = -(-r.length // GrowingRows.CHUNK_ROWS)
             total += chunks * GrowingRows.CHUNK_ROWS * c * 4
     if cfg.offline:
-        total += session.num_frames * q * (c * 4 + 4)  # segmenter embeddings + MinVIS link
+        capacity = max(64, session.num_frames * 3 // 2 + 1)  # embedding buffer grows by 1.5x
+        total += capacity * q * c * 4 + session.num_frames * q * 4  # embeddings + MinVIS link
         total += q * (c * 4 + k1 * 8)  # MinVIS: previous linked embeddings, logit sum
         total += session.cache.nbytes
     return total

@@ -237,3 +237,15 @@ def test_single_offline_candidate_quirk(quirk):
     else:
         assert len(result.instances) == cfg.num_classes  # one candidate, every class
         assert [m.masks.shape for m in masks] == [(3, 64, 64)]
+
+
+def test_refiner_chunking_does_not_change_the_result():
+    cfg = small_config(num_classes=3).with_overrides({"refiner.use_local_attn": True})
+    torch.manual_seed(1)
+    refiner = TemporalRefiner(cfg).eval()
+    dim = cfg.segmenter.hidden_dim
+    inst, frames = torch.randn(11, 6, dim), torch.randn(11, cfg.segmenter.num_queries, dim)
+    with torch.no_grad():
+        whole = refiner(inst, frames, max_tokens=10 ** 6)
+        chunked = refiner(inst, frames, max_tokens=13)  # 1-candidate and 2-frame chunks
+    assert torch.allclose(whole, chunked, atol=1e-5)
