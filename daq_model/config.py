@@ -32,6 +32,7 @@ ONLINE = "DVIS_DAQ_online"
 OFFLINE = "DVIS_DAQ_offline"
 
 IMPLEMENTED_BACKBONES = ("resnet",)
+TRACKER_MODES = ("daq", "referring")
 
 
 class BackboneNotImplementedError(NotImplementedError):
@@ -95,6 +96,9 @@ class TrackerConfig:
 
     ``kick_out_frame_num`` and ``anchor_history`` are constructor constants in the official code
     (8 and 10), not config keys; they are exposed here with the official values as defaults.
+    ``mode``: ``daq`` (the DVIS-DAQ tracker, default) or ``referring`` (the ablation baseline: Q
+    fixed track slots with Hungarian-matched segmenter anchors, same parameters; see
+    ``daq_model/README.md``, "Referring-tracker mode"). Not an official key.
     """
 
     decoder_layers: int = 6
@@ -108,6 +112,11 @@ class TrackerConfig:
     noise_frame_num: int = 5
     kick_out_frame_num: int = 8
     anchor_history: int = 10
+    mode: str = "daq"
+
+    def __post_init__(self) -> None:
+        if self.mode not in TRACKER_MODES:
+            raise ValueError(f"tracker.mode must be one of {TRACKER_MODES}, got {self.mode!r}")
 
 
 @dataclass(frozen=True)
@@ -239,8 +248,14 @@ class DAQConfig:
         return yaml.safe_dump({"daq_config": self.to_dict()}, sort_keys=False)
 
     def config_hash(self) -> str:
-        """Stable short hash of the architecture and the inference settings (for provenance)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable short hash of the architecture and the inference settings (for provenance).
+
+        ``tracker.mode`` enters the hash only when it is not the default ``daq``, so configs
+        written before the field existed keep their hash."""
+        data = self.to_dict()
+        if data["tracker"].get("mode") == "daq":
+            del data["tracker"]["mode"]
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "DAQConfig":

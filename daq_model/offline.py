@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -135,10 +136,14 @@ def record_sequence(record: TrackRecord, video_start: int, num_frames: int) -> t
 
 def assemble_candidates(kept: list[TrackRecord], frame_embeds: Tensor,
                         seg_logits: "Tensor | MinVISLinker", topk_num: int, num_new_ins: int,
-                        video_start: int = 0) -> OfflineCandidates:
+                        video_start: int = 0,
+                        sequence: "Callable[[Any], tuple[Tensor, Tensor]] | None" = None,
+                        ) -> OfflineCandidates:
     """Build the refiner candidates from the noise-filtered records ``kept`` (creation order),
     the per-frame segmenter embeddings (T, Q, C) and either the per-frame segmenter logits
-    (T, Q, K+1) or a :class:`MinVISLinker` that has seen every frame (streaming)."""
+    (T, Q, K+1) or a :class:`MinVISLinker` that has seen every frame (streaming).
+    ``sequence(record) -> ((T, C), (T,) flags)``: a record's embedding sequence (the tracker's
+    ``candidate_sequence``; default :func:`record_sequence`, for DAQ records)."""
     num_frames, _, dim = frame_embeds.shape
     num_logits = (seg_logits.shape[-1] if isinstance(seg_logits, Tensor)
                   else seg_logits.logit_sum.shape[-1])
@@ -152,7 +157,8 @@ def assemble_candidates(kept: list[TrackRecord], frame_embeds: Tensor,
         embeds = frame_embeds.new_empty((num_frames, len(chosen), dim))
         padding = torch.empty((len(chosen), num_frames), dtype=torch.bool)
         for j, record in enumerate(chosen):
-            embeds[:, j], padding[j] = record_sequence(record, video_start, num_frames)
+            embeds[:, j], padding[j] = (record_sequence(record, video_start, num_frames)
+                                        if sequence is None else sequence(record))
         online_logits = logits[order]
         ids = [r.track_id for r in chosen]
     else:

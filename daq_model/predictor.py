@@ -41,7 +41,7 @@ from daq_model.offline import MinVISLinker
 from daq_model.outputs import FrameTracks, VideoInfo, VideoResult
 from daq_model.postprocess import MaskGeometry, masks_to_output
 from daq_model.preprocess import padded_size, resized_size
-from daq_model.tracking import TrackStep, VideoTracker, make_id_source
+from daq_model.tracking import TrackStep, make_id_source, make_video_tracker
 from daq_model.video_results import offline_result, online_result
 
 logger = logging.getLogger(__name__)
@@ -124,9 +124,9 @@ class VideoSession:
         mode = cfg.inference.track_ids
         ids = predictor._official_ids if mode == "official" else make_id_source(mode)
         model = predictor.model
-        self.tracker = VideoTracker(model.tracker, cfg,
-                                    model.sem_seg_head.predictor.query_feat.weight, ids,
-                                    keep_embeds=cfg.offline)
+        self.tracker = make_video_tracker(model.tracker, cfg,
+                                          model.sem_seg_head.predictor.query_feat.weight, ids,
+                                          keep_embeds=cfg.offline)
         self.batch_size = max(1, int(cfg.inference.frame_batch_size))
         self._pending: list[np.ndarray] = []
         self._received = 0

@@ -22,7 +22,10 @@ from daq_model.config import DAQConfig
 from daq_model.dvis_daq import DVISDAQ
 from daq_model.offline import assemble_candidates
 from daq_model.postprocess import MaskGeometry, masks_to_output, select_top_pairs
-from daq_model.tracking import TrackStep, VideoTracker, make_id_source
+from daq_model.referring import ReferringVideoTracker, SlotRecord
+from daq_model.tracking import TrackStep, VideoTracker, make_id_source, make_video_tracker
+
+AnyTracker = VideoTracker | ReferringVideoTracker
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +88,8 @@ def _record_step(out: Arrays, step: TrackStep, num_frames: int, offline: bool,
     out[p + "track_pos"] = _np(o.anchors)
     if t >= 1:
         out[p + "frame_query_pos"] = _np(o.frame_anchors)
-        out[p + "slot_logits"] = _np(o.slot_logits)
+        if o.slot_logits is not None:  # none in referring mode
+            out[p + "slot_logits"] = _np(o.slot_logits)
     out[p + "n_prev_tracks"] = np.asarray(o.num_tracks, dtype=np.int64)
     out[p + "query_seq_id"] = np.asarray(step.decision.row_ids, dtype=np.int64)
     out[p + "query_valid"] = _np(step.valid).astype(bool)
@@ -95,7 +99,18 @@ def _record_step(out: Arrays, step: TrackStep, num_frames: int, offline: bool,
     out[p + "track_pos_after"] = empty if anchors is None else _np(anchors)
 
 
-def _hub_arrays(out: Arrays, tracker: VideoTracker, num_frames: int, dim: int) -> None:
+def _entry_logits(record) -> tuple[np.ndarray, Tensor]:
+    """Frames where the record has an entry and its logits there: every stored frame of a DAQ
+    record; only the present frames of a referring slot track."""
+    frames = np.arange(record.start, record.end())
+    logits = record.logits.view()
+    if isinstance(record, SlotRecord):
+        present = np.asarray(record.appearance, dtype=bool)
+        return frames[present], logits[torch.from_numpy(present)]
+    return frames, logits
+
+
+def _hub_arrays(out: Arrays, tracker: AnyTracker, num_frames: int, dim: int) -> None:
     records = list(tracker.hub.records.values())
     appearance = np.full((len(records), num_frames), -1, dtype=np.int8)
     for i, r in enumerate(records):
@@ -108,7 +123,7 @@ def _hub_arrays(out: Arrays, tracker: VideoTracker, num_frames: int, dim: int) -
     out["hub_appearance"] = appearance
     out["hub_sg_pos"] = (np.stack([_np(r.anchor) for r in records]) if records
                          else np.zeros((0, dim), dtype=np.float32))
-    out["hub_mean_logits"] = (np.stack([_np(r.logits.view().mean(0)) for r in records])
+    out["hub_mean_logits"] = (np.stack([_np(_entry_logits(r)[1].mean(0)) for r in records])
                               if records else np.zeros((0, tracker.cfg.num_classes + 1), np.float32))
 
 
@@ -145,8 +160,9 @@ def run_reference(model: DVISDAQ, frames: np.ndarray, output_hw: tuple[int, int]
         geometry = MaskGeometry(padded=seg.geometry_padded, image=seg.image_size,
                                 output=tuple(int(v) for v in output_hw))
         ids = make_id_source(cfg.inference.track_ids, random.Random(int(py_seed)))
-        tracker = VideoTracker(model.tracker, cfg, model.sem_seg_head.predictor.query_feat.weight,
-                               ids, keep_embeds=cfg.offline, keep_history=True)
+        tracker = make_video_tracker(model.tracker, cfg,
+                                     model.sem_seg_head.predictor.query_feat.weight, ids,
+                                     keep_embeds=cfg.offline, keep_history=True)
         track_masks: dict[int, dict[int, Tensor]] = {}
         active_counts = []
         for t in range(num_frames):
@@ -167,7 +183,7 @@ def run_reference(model: DVISDAQ, frames: np.ndarray, output_hw: tuple[int, int]
     return out
 
 
-def _online_arrays(out: Arrays, tracker: VideoTracker, track_masks: dict[int, dict[int, Tensor]],
+def _online_arrays(out: Arrays, tracker: AnyTracker, track_masks: dict[int, dict[int, Tensor]],
                    seg: SegmenterRun, geometry: MaskGeometry) -> None:
     cfg = tracker.cfg
     num_frames = tracker.num_frames
@@ -176,10 +192,11 @@ def _online_arrays(out: Arrays, tracker: VideoTracker, track_masks: dict[int, di
     full = np.full((len(kept), num_frames, num_logits), -1e4, dtype=np.float32)
     full[..., -1] = 1.0
     padding = np.ones((len(kept), num_frames), dtype=bool)
-    for i, r in enumerate(kept):
-        full[i, r.start: r.end()] = _np(r.logits.view())
-        padding[i, r.start: r.end()] = False
-    logits = (torch.stack([r.logits.view().mean(0) for r in kept]) if kept
+    entries = [_entry_logits(r) for r in kept]
+    for i, (frames, record_logits) in enumerate(entries):
+        full[i, frames] = _np(record_logits)
+        padding[i, frames] = False
+    logits = (torch.stack([record_logits.mean(0) for _, record_logits in entries]) if kept
               else torch.zeros((0, num_logits)))
     out["agg_pred_logits"] = _np(logits)
     out["agg_pred_ids"] = np.asarray([r.track_id for r in kept], dtype=np.int64)
@@ -196,12 +213,12 @@ def _online_arrays(out: Arrays, tracker: VideoTracker, track_masks: dict[int, di
     _vis_arrays(out, logits, candidate_masks, cfg.test.max_num, geometry)
 
 
-def _offline_arrays(out: Arrays, model: DVISDAQ, tracker: VideoTracker, seg: SegmenterRun,
+def _offline_arrays(out: Arrays, model: DVISDAQ, tracker: AnyTracker, seg: SegmenterRun,
                     geometry: MaskGeometry) -> None:
     cfg = tracker.cfg
     kept = tracker.hub.kept_records(0, tracker.num_frames)
     cands = assemble_candidates(kept, seg.embeds, seg.logits, cfg.refiner.offline_topk_num,
-                                cfg.tracker.num_new_ins)
+                                cfg.tracker.num_new_ins, sequence=tracker.candidate_sequence)
     out["common_seq_id_list"] = np.asarray(cands.official_ids, dtype=np.int64)
     out["common_online_logits"] = _np(cands.online_logits)[None]
     out["refiner_in_instance_embeds"] = _np(cands.instance_embeds.permute(2, 0, 1))[None]

@@ -30,7 +30,9 @@ ANCHOR_POOL_CHUNK = 50  # masks pooled per chunk (memory only; the official code
 @dataclass
 class TrackerFrameOutput:
     """The network's output for one frame. Rows: first frame: the Q segmenter queries; later
-    frames: ``num_tracks`` carried tracks, then ``num_new_ins`` emerging queries."""
+    frames: ``num_tracks`` carried tracks, then ``num_new_ins`` emerging queries. Referring mode
+    (:meth:`DAQTracker.forward_referring`): the Q slots on every frame, ``anchors`` = the anchor
+    each slot used (its matched segmenter query's), no slot logits."""
 
     queries: Tensor  # (R, C) last-layer query features, before decoder_norm
     logits: Tensor  # (R, K+1) last-layer class logits
@@ -199,4 +201,37 @@ class DAQTracker(nn.Module):
             queries=outputs[-1], logits=logits, masks=masks,
             anchors=self.anchors(masks, mask_features), num_tracks=num_tracks,
             slot_logits=slot_logits, layer_logits=all_logits, frame_anchors=frame_anchors,
+        )
+
+    def forward_referring(self, frame_embeds: Tensor, mask_features: Tensor, seg_masks: Tensor,
+                          slot_queries: Tensor | None, matched: Tensor | None,
+                          layer_logits: bool = False) -> TrackerFrameOutput:
+        """One frame of the referring-tracker mode (ablation baseline, daq_model/README.md).
+
+        Only the main branch runs, on the Q persistent slots; there are no emerging anchor
+        queries and no slot (disappearance) branch. First frame (``slot_queries`` None): exactly
+        the DAQ first frame (rows = segmenter queries, no positional terms; slot i is query i).
+        Later frames: contents = ``slot_queries`` (Q, C), the slots' previous outputs; query
+        position of slot i = the anchor of segmenter query ``matched[i]`` (its Hungarian match),
+        key position = the anchors of all segmenter queries, as in the DAQ main branch.
+        """
+        projected = self.project_mask_features(mask_features)
+        frame_anchors = self.anchors(seg_masks, mask_features)
+        if slot_queries is None:
+            outputs = self._main_layers(frame_embeds, frame_embeds, None, None)
+            slot_anchors, num_tracks = frame_anchors, 0
+        else:
+            if matched is None or matched.shape[0] != slot_queries.shape[0]:
+                raise ValueError("forward_referring needs one matched segmenter query per slot")
+            slot_anchors = frame_anchors[matched]
+            outputs = self._main_layers(slot_queries, frame_embeds, slot_anchors, frame_anchors)
+            num_tracks = slot_queries.shape[0]
+        logits, masks = self.heads(outputs[-1], projected)
+        all_logits = None
+        if layer_logits:
+            all_logits, _ = self.heads(torch.stack(outputs), None)
+        return TrackerFrameOutput(
+            queries=outputs[-1], logits=logits, masks=masks, anchors=slot_anchors,
+            num_tracks=num_tracks, slot_logits=None, layer_logits=all_logits,
+            frame_anchors=frame_anchors,
         )

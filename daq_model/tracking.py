@@ -18,7 +18,9 @@ import torch
 from torch import Tensor
 
 from daq_model.config import DAQConfig
-from daq_model.track_state import FrameDecision, OfficialIds, SequentialIds, TrackHub
+from daq_model.offline import record_sequence
+from daq_model.track_state import (FrameDecision, OfficialIds, SequentialIds, TrackHub,
+                                   TrackRecord)
 from daq_model.tracker import DAQTracker, TrackerFrameOutput, foreground_score
 
 logger = logging.getLogger(__name__)
@@ -132,6 +134,11 @@ class VideoTracker:
         logger.debug("released %d dead records that cannot reach the final top-k",
                      len(released))
 
+    def candidate_sequence(self, record: TrackRecord) -> tuple[Tensor, Tensor]:
+        """The record's (T, C) refiner input (stored queries padded with its final anchor) and
+        (T,) padding flags."""
+        return record_sequence(record, self.video_start, self.num_frames)
+
     def assemble_online(self) -> tuple[list[int], Tensor]:
         """Official online output (SPEC §3.6.7): kept records in creation order and their mean
         raw logits (n, K+1)."""
@@ -140,3 +147,18 @@ class VideoTracker:
         if not kept:
             return [], torch.zeros((0, num_logits))
         return [r.track_id for r in kept], torch.stack([r.mean_logits() for r in kept])
+
+
+def make_video_tracker(tracker: DAQTracker, cfg: DAQConfig, seg_query_table: Tensor,
+                       ids: OfficialIds | SequentialIds, keep_embeds: bool,
+                       keep_history: bool = False, video_start: int = 0):
+    """The per-video tracker of ``cfg.tracker.mode``: :class:`VideoTracker` (``daq``) or
+    :class:`~daq_model.referring.ReferringVideoTracker` (``referring``, the ablation baseline;
+    it does not use the segmenter's query table)."""
+    if cfg.tracker.mode == "referring":
+        from daq_model.referring import ReferringVideoTracker
+
+        return ReferringVideoTracker(tracker, cfg, ids, keep_embeds=keep_embeds,
+                                     keep_history=keep_history, video_start=video_start)
+    return VideoTracker(tracker, cfg, seg_query_table, ids, keep_embeds=keep_embeds,
+                        keep_history=keep_history, video_start=video_start)

@@ -29,6 +29,7 @@ from daq_model.tracking import VideoTracker
 
 if TYPE_CHECKING:
     from daq_model.predictor import VideoPredictor
+    from daq_model.referring import ReferringVideoTracker
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ def instances_from_pairs(top: TopPairs, track_ids: list[int]) -> tuple[list[Inst
     return instances, candidates
 
 
-def online_result(tracker: VideoTracker, cfg: DAQConfig, stats: dict[str, float]) -> VideoResult:
+def online_result(tracker: "VideoTracker | ReferringVideoTracker", cfg: DAQConfig,
+                  stats: dict[str, float]) -> VideoResult:
     ids, logits = tracker.assemble_online()
     top = select_top_pairs(logits, cfg.test.max_num)
     instances, _ = instances_from_pairs(top, ids)
@@ -88,14 +90,16 @@ def _iter_offline_masks(predictor: "VideoPredictor", refined: Tensor, candidates
         yield FrameMasks(frame_index=t, masks=binary[pick].cpu().numpy())
 
 
-def offline_result(predictor: "VideoPredictor", tracker: VideoTracker, frame_embeds: Tensor,
+def offline_result(predictor: "VideoPredictor",
+                   tracker: "VideoTracker | ReferringVideoTracker", frame_embeds: Tensor,
                    seg_logits: "Tensor | MinVISLinker", cache: FeatureCache, replay: ReplayFn | None,
                    geometry: MaskGeometry, stats: dict[str, float],
                    empty_on_single_candidate: bool = True) -> VideoResult:
     cfg = predictor.cfg
     kept = tracker.hub.kept_records(tracker.video_start, tracker.num_frames)
     cands = assemble_candidates(kept, frame_embeds, seg_logits, cfg.refiner.offline_topk_num,
-                                cfg.tracker.num_new_ins, tracker.video_start)
+                                cfg.tracker.num_new_ins, tracker.video_start,
+                                sequence=tracker.candidate_sequence)
     stats = dict(stats, candidates=float(cands.count), tracked_candidates=float(
         sum(1 for i in cands.track_ids if i >= 0)))
     if cands.count == 0 or (cands.count == 1 and empty_on_single_candidate):

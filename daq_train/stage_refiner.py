@@ -3,7 +3,8 @@
 One step = one clip (``num_frames`` contiguous frames, reversed in time with ``reverse_prob``):
 
 1. segmenter (eval, no_grad) on every frame;
-2. the online tracker exactly as at inference (:class:`daq_model.tracking.VideoTracker`, no_grad)
+2. the online tracker exactly as at inference (``daq_model.tracking.make_video_tracker``: the DAQ
+   tracker or, with ``tracker.mode = referring``, the referring baseline; no_grad)
    and the offline candidate assembly (:func:`daq_model.offline.assemble_candidates`: noise filter,
    top-k records, MinVIS fill-up to Q candidates);
 3. the refiner on the candidates' embedding sequences; every layer decoded (class by temporal
@@ -30,7 +31,7 @@ from daq_model.dvis_daq import DVISDAQ
 from daq_model.offline import OfflineCandidates, assemble_candidates
 from daq_model.refiner import TemporalRefiner
 from daq_model.track_state import SequentialIds
-from daq_model.tracking import VideoTracker
+from daq_model.tracking import make_video_tracker
 from daq_train.config import TrainConfig
 from daq_train.criterion import VideoSetCriterion, VideoTarget
 from daq_train.engine import Stateful
@@ -54,7 +55,7 @@ def online_candidates(model: DVISDAQ, seg: SegmenterFrames) -> tuple[OfflineCand
     """
     cfg = model.cfg
     table = model.sem_seg_head.predictor.query_feat.weight
-    tracker = VideoTracker(model.tracker, cfg, table, SequentialIds(), keep_embeds=True)
+    tracker = make_video_tracker(model.tracker, cfg, table, SequentialIds(), keep_embeds=True)
     num_frames, _, h, w = seg.masks.shape
     per_track: dict[int, dict[int, Tensor]] = {}
     for t in range(num_frames):
@@ -63,7 +64,7 @@ def online_candidates(model: DVISDAQ, seg: SegmenterFrames) -> tuple[OfflineCand
             per_track.setdefault(track_id, {})[t] = step.output.masks[row]
     kept = tracker.hub.kept_records(0, num_frames)
     cands = assemble_candidates(kept, seg.embeds, seg.logits, cfg.refiner.offline_topk_num,
-                                cfg.tracker.num_new_ins)
+                                cfg.tracker.num_new_ins, sequence=tracker.candidate_sequence)
     masks = seg.masks.new_full((cands.count, num_frames, h, w), ABSENT_LOGIT)
     for i, track_id in enumerate(cands.track_ids):
         if track_id < 0:
