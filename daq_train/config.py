@@ -46,8 +46,10 @@ class TrackerStageConfig:
     ``short_clip_frames`` frames per step until ``full_clip_from`` (the official 2-frame phase,
     "stage 2" with the emergence half-drop), then all ``num_frames`` ("stage 3": propagation by
     ``training_select_threshold`` and the disappearance simulation). ``daq`` False trains the plain
-    referring tracker of the ablation (no emerging anchor queries); ``emergence_simulation`` /
-    ``disappearance_simulation`` switch the two halves of EDS.
+    referring tracker of the ablation (model ``tracker.mode = referring``: Q fixed slots with
+    Hungarian-matched segmenter anchors, no emerging anchor queries, no slot branch, no EDS;
+    ``daq_train.stage_referring``); ``emergence_simulation`` / ``disappearance_simulation``
+    switch the two halves of EDS (DAQ only).
     ``simulated_disappearance_main_negative`` reproduces the official aliasing quirk (the simulated
     disappeared object is also a negative of the main branch in frames with a real disappearance).
     """

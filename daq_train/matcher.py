@@ -13,7 +13,8 @@ with ``scipy.optimize.linear_sum_assignment``.
 * :func:`match_frame` -- the DAQ ``FrameMatcher``: segmenter queries of one frame vs the GT valid
   in that frame, plus per-query validity and "auxiliary" targets (used by disappearance simulation);
 * :func:`match_new_instances` -- the DAQ ``NewInsHungarianMatcher``: carried-over (track row, GT)
-  pairs are kept, GT that are valid and not tracked are matched to the emerging-query rows only.
+  pairs are kept, GT that are valid and not tracked are matched to the emerging-query rows only;
+  :func:`match_into_free_rows` -- the same into any given rows (the referring tracker's free slots).
 """
 
 from __future__ import annotations
@@ -152,21 +153,34 @@ def match_new_instances(logits: Tensor, masks: Tensor, labels: Tensor, target_ma
     frame; they are returned unchanged, followed by the pairs of "new" GT (valid now and not in
     ``carried``) Hungarian-matched to emerging rows only (sorted by GT index).
     """
-    device = logits.device
-    old_rows, old_cols = carried[0].cpu().to(torch.int64), carried[1].cpu().to(torch.int64)
     rows_total = logits.shape[0]
     if rows_total < num_new:
         raise ValueError(f"{rows_total} tracker rows but {num_new} emerging queries")
+    free_rows = torch.arange(rows_total - num_new, rows_total)
+    return match_into_free_rows(logits, masks, labels, target_masks, target_valid, carried,
+                                free_rows, costs)
+
+
+@torch.no_grad()
+def match_into_free_rows(logits: Tensor, masks: Tensor, labels: Tensor, target_masks: Tensor,
+                         target_valid: Tensor, carried: tuple[Tensor, Tensor], free_rows: Tensor,
+                         costs: MatchCosts) -> tuple[Tensor, Tensor]:
+    """``carried`` (row, GT) pairs unchanged, then the "new" GT (valid now, not in ``carried``)
+    Hungarian-matched to the rows ``free_rows`` only (pairs sorted by GT index). The DAQ matcher
+    passes the emerging rows; the referring tracker the slots that hold no GT yet."""
+    device = logits.device
+    old_rows, old_cols = carried[0].cpu().to(torch.int64), carried[1].cpu().to(torch.int64)
     new = target_valid.to(torch.bool).cpu().clone()
     new[old_cols] = False
-    if not bool(new.any()):
+    free_rows = free_rows.cpu().to(torch.int64)
+    if not bool(new.any()) or free_rows.numel() == 0:
         return old_rows.to(device), old_cols.to(device)
     new_cols = torch.nonzero(new).squeeze(1)
-    first_emerging = rows_total - num_new
-    cost = cost_matrix(logits[first_emerging:], masks[first_emerging:], labels[new_cols],
+    pick = free_rows.to(logits.device)
+    cost = cost_matrix(logits[pick], masks[pick], labels[new_cols],
                        target_masks[new_cols.to(target_masks.device)], costs)
     rows, cols = hungarian(cost)
     order = np.argsort(cols, kind="stable")
-    rows = torch.as_tensor(rows[order], dtype=torch.int64) + first_emerging
+    rows = free_rows[torch.as_tensor(rows[order], dtype=torch.int64)]
     cols = new_cols[torch.as_tensor(cols[order], dtype=torch.int64)]
     return (torch.cat([old_rows, rows]).to(device), torch.cat([old_cols, cols]).to(device))

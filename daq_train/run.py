@@ -59,7 +59,31 @@ def load_datasets(sources: Sequence[DataSource]) -> list[VideoDataset]:
 
 
 def make_model_config(train_cfg: TrainConfig, datasets: Sequence[VideoDataset]) -> DAQConfig:
-    return resolve_model_config(train_cfg.model, datasets[0].num_classes, datasets[0].class_names)
+    cfg = resolve_model_config(train_cfg.model, datasets[0].num_classes, datasets[0].class_names)
+    return with_tracker_mode(cfg, train_cfg)
+
+
+def with_tracker_mode(cfg: DAQConfig, train_cfg: TrainConfig) -> DAQConfig:
+    """``tracker.daq = false`` (the ablation baseline) -> the model's ``tracker.mode = referring``,
+    so the exported checkpoints carry the mode their tracker was trained in."""
+    wanted = "daq" if train_cfg.tracker.daq else "referring"
+    if cfg.tracker.mode == wanted:
+        return cfg
+    if wanted == "daq":
+        raise ValueError(f"model config {cfg.name!r} has tracker.mode 'referring' but the train "
+                         "config has tracker.daq=true: set tracker.daq=false (--referring)")
+    return cfg.with_overrides({"tracker.mode": wanted})
+
+
+def check_init_mode(init: Path, model_cfg: DAQConfig) -> None:
+    """A tracker checkpoint trained in one tracker mode must not seed a refiner of the other."""
+    from daq_model.checkpoint import read_checkpoint
+
+    saved = read_checkpoint(str(init)).daq_config()
+    if saved is not None and saved.tracker.mode != model_cfg.tracker.mode:
+        raise ValueError(f"{init}: its tracker was trained with tracker.mode={saved.tracker.mode!r}"
+                         f" but this run uses {model_cfg.tracker.mode!r} (tracker.daq="
+                         f"{model_cfg.tracker.mode == 'daq'}); use the matching train config")
 
 
 def make_sampler(datasets: Sequence[VideoDataset], train_cfg: TrainConfig, model_cfg: DAQConfig,
@@ -108,6 +132,8 @@ def prepare_stage(stage: str, train_cfg: TrainConfig, datasets: Sequence[VideoDa
             raise FileNotFoundError(f"stage {stage} needs the {PREVIOUS_STAGE[stage]} stage's weights: "
                                     f"{candidate} does not exist (train that stage first or pass --init)")
         init = candidate
+    if stage == "refiner" and init is not None:
+        check_init_mode(Path(init), model_cfg)
     stage_cfg = train_cfg.stage(stage)
     model = build_stage_model(model_cfg, stage, init, device, train_cfg.thaw_backbone_norm,
                               train_cfg.zero_init_residual, resuming=resuming)

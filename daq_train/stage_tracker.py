@@ -19,6 +19,10 @@ One step = one clip:
 5. losses: the DAQ clip loss over all frames for the main branch (input + every layer), and over
    frames >= 1 for the slot branch (every layer, targets = the carried pairs), weighted 2/5/5.
 
+``tracker.daq = false`` trains the referring-tracker baseline instead (steps 2-5 replaced by
+:func:`daq_train.stage_referring.referring_clip`; the model config must have
+``tracker.mode = referring``, which :func:`daq_train.run.make_model_config` sets).
+
 Deliberate differences from the official code (all training-only):
 
 * the phase switch is a function of the (checkpointed) iteration, not a per-process counter
@@ -49,6 +53,7 @@ from daq_train.engine import Stateful
 from daq_train.matcher import FrameMatch, foreground_score, match_frame, match_new_instances
 from daq_train.model_setup import set_stage_modes
 from daq_train.sampler import ClipSampler, ClipSettings
+from daq_train.stage_referring import referring_clip
 from daq_train.stage_segmenter import loss_settings
 from daq_train.tracker_step import tracker_frame_for_training
 
@@ -97,10 +102,14 @@ class TrackerLoss(Stateful):
         self.model = model
         self.sampler = sampler
         self.cfg = train_cfg.tracker
-        if not self.cfg.daq:
-            raise NotImplementedError(
-                "tracker.daq=False (the plain referring tracker of the ablation) needs an inference "
-                "mode without emerging anchor queries in daq_model; not available yet")
+        self.referring = not self.cfg.daq
+        if self.referring != (model.cfg.tracker.mode == "referring"):
+            raise ValueError(
+                f"train config tracker.daq={self.cfg.daq} but the model config's tracker.mode is "
+                f"{model.cfg.tracker.mode!r} (tracker.daq=false trains tracker.mode=referring)")
+        if self.referring:
+            logger.info("tracker stage in referring mode (ablation baseline): emergence / "
+                        "disappearance simulation do not apply")
         self.weights, self.costs, self.points = loss_settings(model, train_cfg)
         self.num_classes = model.cfg.num_classes
         self.rng = random.Random(train_cfg.seed * 7919 + 2)
@@ -135,7 +144,13 @@ class TrackerLoss(Stateful):
         thr = self.model.cfg.tracker.aux_inference_select_threshold
         matches = [match_frame(seg.logits[t], seg.masks[t], ft.labels, ft.masks, ft.valid, self.costs, thr)
                    for t, ft in enumerate(frame_targets)]
-        main_out, slot_out = self.track_clip(seg, frame_targets, matches, full)
+        if self.referring:
+            main_out = referring_clip(self.model, seg.embeds, seg.masks, seg.mask_features,
+                                      frame_targets, matches, self.costs)
+            slot_out: list[FrameOutput] = []
+            self.stats = {}
+        else:
+            main_out, slot_out = self.track_clip(seg, frame_targets, matches, full)
         losses = clip_losses(main_out, frame_targets, self.num_classes, self.weights, self.points)
         result = {k: v * self.weights.for_key(k) for k, v in losses.items()}
         if slot_out:

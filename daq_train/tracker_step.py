@@ -12,6 +12,8 @@ calls ``forward_frame`` itself with hooks on its layers:
   queries) to the slot cross-attention, as the official training does.
 
 Every recorded output is decoded with the tracker's shared heads on the projected mask features.
+:func:`referring_frame_for_training` does the same for the referring-tracker mode (main branch
+only, :meth:`~daq_model.tracker.DAQTracker.forward_referring`).
 """
 
 from __future__ import annotations
@@ -82,15 +84,34 @@ def tracker_frame_for_training(tracker: DAQTracker, frame_embeds: Tensor, mask_f
     with _recording(tracker, slot_memory_mask) as (main, slot):
         out = tracker.forward_frame(frame_embeds, mask_features, seg_masks, seg_query_table,
                                     track_queries, track_anchors)
-    layers = tracker.num_layers
-    if len(main) != layers or len(slot) not in (0, layers):
-        raise RuntimeError(f"recorded {len(main)} main and {len(slot)} slot layer outputs for a "
-                           f"{layers}-layer tracker: DAQTracker.forward_frame changed structure")
     if track_queries is None:
         inputs = frame_embeds
     else:
         new = tracker.new_ins_embeds.weight.expand(tracker.num_new_ins, -1)
         inputs = torch.cat([track_queries, new])
+    return _decode_layers(tracker, out, inputs, main, slot, mask_features)
+
+
+def referring_frame_for_training(tracker: DAQTracker, frame_embeds: Tensor, mask_features: Tensor,
+                                 seg_masks: Tensor, slot_queries: Tensor | None,
+                                 matched: Tensor | None) -> TrainingFrameOutput:
+    """One differentiable referring-mode frame (:meth:`DAQTracker.forward_referring`) with every
+    main-branch layer decoded; the slot branch does not run (empty slot lists)."""
+    with _recording(tracker, None) as (main, slot):
+        out = tracker.forward_referring(frame_embeds, mask_features, seg_masks, slot_queries,
+                                        matched)
+    inputs = frame_embeds if slot_queries is None else slot_queries
+    return _decode_layers(tracker, out, inputs, main, slot, mask_features)
+
+
+def _decode_layers(tracker: DAQTracker, out: TrackerFrameOutput, inputs: Tensor,
+                   main: list[Tensor], slot: list[Tensor], mask_features: Tensor
+                   ) -> TrainingFrameOutput:
+    """Decode the input queries and every recorded layer with the tracker's shared heads."""
+    layers = tracker.num_layers
+    if len(main) != layers or len(slot) not in (0, layers):
+        raise RuntimeError(f"recorded {len(main)} main and {len(slot)} slot layer outputs for a "
+                           f"{layers}-layer tracker: DAQTracker's frame forward changed structure")
     projected = tracker.project_mask_features(mask_features)
     main_logits, main_masks = [], []
     for queries in [inputs] + main[:-1]:

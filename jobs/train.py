@@ -4,6 +4,8 @@ Examples::
 
     daq-label train --data data/synth_train --stage all --out runs/small --config small_cpu
     daq-label train --data data/synth_train --stage tracker --out runs/small --resume
+    daq-label train --data data/synth_train --stage tracker --out runs/ablation_a --referring \
+        --init runs/small/segmenter/model.pt       # ablation (a); then --stage refiner --out same
     daq-label train --annotations ytvis/train.json --images ytvis/train/JPEGImages \\
         --stage segmenter --out runs/ytvis --config official --model ytvis19_online_r50
 """
@@ -32,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "'all' runs them in order (the refiner only for offline models). Each stage writes "
         "OUT/<stage>/model.pt (loads with create_model / --checkpoint of the other commands), "
         "OUT/<stage>/last.pt (resume state) and OUT/<stage>/metrics.jsonl.\n"
+        "\nIssue #5 ablation, same budget: (a) --referring (plain referring tracker, DVIS-style "
+        "anchors), (b) --no-eds (DAQ without emergence/disappearance simulation), (c) neither "
+        "(DAQ + EDS). The mode is stored in OUT/train_config.yaml and in the exported model's "
+        "config, so a later --stage refiner in OUT trains on the same tracker mode.\n"
         f"Train presets: {', '.join(TRAIN_PRESETS)}.")
     data = parser.add_argument_group("data (YouTube-VIS format; give several from easiest to hardest "
                                      "for --curriculum: the order is their level)")
@@ -58,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="start the (single) stage from this checkpoint instead of the previous stage's")
     run.add_argument("--no-eds", action="store_true",
                      help="ablation: no emergence / disappearance simulation in the tracker stage")
+    run.add_argument("--referring", action="store_true",
+                     help="ablation baseline (a): the plain referring tracker with DVIS-style "
+                          "anchors instead of DAQ (same as --set tracker.daq=false; the exported "
+                          "model has tracker.mode=referring)")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
@@ -91,6 +101,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         overrides["model"] = args.model
     if args.curriculum is not None:
         overrides["curriculum"] = args.curriculum
+    if args.referring:
+        overrides["tracker.daq"] = False
     if args.no_eds:
         overrides["tracker.emergence_simulation"] = False
         overrides["tracker.disappearance_simulation"] = False
