@@ -370,6 +370,14 @@ def _small(name: str = "daq_small", num_classes: int = 5,
     )
 
 
+def _small_128(name: str = "daq_small_128") -> DAQConfig:
+    """``daq_small`` at the scale it is trained at on CPU (``daq_train`` preset ``small_cpu``:
+    short edges 112-144, long side <= 256): test input short edge 128, long side <= 256. The
+    shipped model's architecture (its class count and names come from the training data)."""
+    return dataclasses.replace(_small(name=name),
+                               input=InputConfig(min_size_test=128, max_size_test=256))
+
+
 _PRESET_FACTORIES = {
     "ytvis19_online_r50": lambda: _r50("ytvis19_online_r50", ONLINE, YTVIS_2019_CATEGORIES, _YTVIS_TRACKER),
     "ytvis21_online_r50": lambda: _r50("ytvis21_online_r50", ONLINE, YTVIS_2021_CATEGORIES, _YTVIS_TRACKER),
@@ -381,6 +389,7 @@ _PRESET_FACTORIES = {
     "ytvis19_offline_vitl": lambda: _swin_or_vit("ytvis19_offline_vitl", "vit_adapter", OFFLINE, YTVIS_2019_CATEGORIES),
     "ovis_offline_vitl": lambda: _swin_or_vit("ovis_offline_vitl", "vit_adapter", OFFLINE, OVIS_CATEGORIES),
     "daq_small": _small,
+    "daq_small_128": _small_128,
 }
 
 PRESET_NAMES: tuple[str, ...] = tuple(_PRESET_FACTORIES)

@@ -21,6 +21,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("train", "jobs.train", "train a DVIS-DAQ model (segmenter, tracker, refiner stages)"),
     ("evaluate", "jobs.evaluate", "YouTube-VIS video AP of predictions against ground truth"),
     ("synth", "jobs.synth", "generate a synthetic video dataset in YouTube-VIS format"),
+    ("predict", "jobs.predict", "run a model over a YouTube-VIS-format folder, write predictions JSON"),
 )
 
 

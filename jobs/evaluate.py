@@ -7,6 +7,9 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Sequence
+
+from daq_eval.subsets import SUBSETS
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +24,10 @@ Metrics are fractions in [0, 1]; -1 where undefined (no ground truth in that ran
 Tracking metrics (ID switches, pickup latency of new objects, re-appearances) use per-frame
 one-to-one matching at mask IoU >= --track-iou among predictions with score >= --track-score;
 see daq_eval/tracking_metrics.py for the exact definitions.
+
+--objects appear-disappear evaluates the objects whose presence changes inside the video (absent
+in the first or last frame, or with a gap): the other objects become ignored (iscrowd), so
+predictions of them count neither as true nor as false positives (daq_eval/subsets.py).
 """
 
 
@@ -41,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--track-class-aware", action="store_true",
                         help="tracking matches need the prediction's category to equal the object's")
     parser.add_argument("--no-tracking", action="store_true", help="skip the tracking metrics")
+    parser.add_argument("--objects", choices=SUBSETS, default="all",
+                        help="evaluate these objects only, ignoring the others (default: all)")
 
 
 def _fmt(x: object) -> str:
@@ -55,7 +64,10 @@ def format_table(metrics: dict) -> str:
     """Plain-text table of the metrics (what the command prints)."""
     from daq_eval.video_ap import METRIC_NAMES
 
-    lines = ["Video AP (YouTube-VIS)", "  " + " ".join(f"{n:>7}" for n in METRIC_NAMES),
+    subset = metrics.get("objects", {}).get("subset", "all")
+    title = "Video AP (YouTube-VIS)" + ("" if subset == "all" else
+                                        f", objects: {subset} ({metrics['objects']['evaluated_objects']})")
+    lines = [title, "  " + " ".join(f"{n:>7}" for n in METRIC_NAMES),
              "  " + " ".join(f"{metrics[n]:7.4f}" for n in METRIC_NAMES)]
     per_cat = metrics.get("per_category_AP", {})
     if per_cat:
@@ -83,9 +95,28 @@ def format_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    from daq_eval.tracking_metrics import TrackingParams, evaluate_tracking
+def compute_metrics(dataset, predictions: Sequence, tracking=None, objects: str = "all") -> dict:
+    """Video AP (+ tracking metrics unless ``tracking`` is None) of ``predictions``, as printed
+    by the command; ``objects``: a :data:`daq_eval.subsets.SUBSETS` name."""
+    from daq_eval.subsets import object_subset
+    from daq_eval.tracking_metrics import evaluate_tracking
     from daq_eval.video_ap import evaluate_video_ap
+
+    dataset, kept = object_subset(dataset, objects)
+    result = evaluate_video_ap(dataset, predictions)
+    metrics: dict = dict(result.stats)
+    metrics["per_category_AP"] = result.per_category_ap
+    metrics["counts"] = {"videos": result.num_videos, "ground_truth_objects": result.num_ground_truth,
+                         "predictions_evaluated": result.num_predictions,
+                         "predictions_in_file": len(predictions)}
+    metrics["objects"] = {"subset": objects, "evaluated_objects": kept}
+    if tracking is not None:
+        metrics["tracking"] = evaluate_tracking(dataset, predictions, tracking)
+    return metrics
+
+
+def run(args: argparse.Namespace) -> int:
+    from daq_eval.tracking_metrics import TrackingParams
     from daq_eval.ytvis_format import YTVISFormatError, read_dataset, read_predictions
 
     try:
@@ -99,15 +130,9 @@ def run(args: argparse.Namespace) -> int:
                      args.ground_truth)
         return 2
     logger.info("evaluating %d predictions on %d videos", len(predictions), len(dataset.videos))
-    result = evaluate_video_ap(dataset, predictions)
-    metrics: dict = dict(result.stats)
-    metrics["per_category_AP"] = result.per_category_ap
-    metrics["counts"] = {"videos": result.num_videos, "ground_truth_objects": result.num_ground_truth,
-                         "predictions_evaluated": result.num_predictions,
-                         "predictions_in_file": len(predictions)}
-    if not args.no_tracking:
-        params = TrackingParams(args.track_iou, args.track_score, args.track_class_aware)
-        metrics["tracking"] = evaluate_tracking(dataset, predictions, params)
+    params = None if args.no_tracking else TrackingParams(args.track_iou, args.track_score,
+                                                          args.track_class_aware)
+    metrics = compute_metrics(dataset, predictions, params, args.objects)
     metrics["inputs"] = {"predictions": str(args.predictions), "ground_truth": str(args.ground_truth)}
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
