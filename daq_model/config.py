@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import yaml
 
 from daq_model.categories import OVIS_CATEGORIES, YTVIS_2019_CATEGORIES, YTVIS_2021_CATEGORIES
+from daq_model.config_tree import from_plain, to_plain, with_dotted_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -238,11 +239,11 @@ class DAQConfig:
     # serialisation
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "DAQConfig":
-        return _build_dataclass(cls, data)
+        return from_plain(cls, data)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump({"daq_config": self.to_dict()}, sort_keys=False)
@@ -260,59 +261,7 @@ class DAQConfig:
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "DAQConfig":
         """Copy with dotted-path overrides, e.g. ``{"tracker.inference_select_threshold": 0.1}``."""
-        data = self.to_dict()
-        for dotted, value in overrides.items():
-            node = data
-            *parents, leaf = dotted.split(".")
-            for part in parents:
-                if part not in node or not isinstance(node[part], dict):
-                    raise KeyError(f"unknown config section {part!r} in {dotted!r}")
-                node = node[part]
-            if leaf not in node:
-                raise KeyError(f"unknown config key {dotted!r}")
-            node[leaf] = value
-        return DAQConfig.from_dict(data)
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
-    return value
-
-
-def _build_dataclass(cls: type, data: Mapping[str, Any]) -> Any:
-    kwargs: dict[str, Any] = {}
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key, value in data.items():
-        if key not in fields:
-            raise KeyError(f"unknown key {key!r} for {cls.__name__}")
-        ftype = fields[key].type
-        sub = _DATACLASS_FIELDS.get(ftype if isinstance(ftype, str) else getattr(ftype, "__name__", ""))
-        if sub is not None and isinstance(value, Mapping):
-            kwargs[key] = _build_dataclass(sub, value)
-        elif isinstance(value, list):
-            kwargs[key] = tuple(value)
-        else:
-            kwargs[key] = value
-    return cls(**kwargs)
-
-
-_DATACLASS_FIELDS: dict[str, type] = {
-    c.__name__: c
-    for c in (
-        BackboneConfig,
-        PixelDecoderConfig,
-        SegmenterConfig,
-        TrackerConfig,
-        RefinerConfig,
-        InputConfig,
-        TestConfig,
-        LossConfig,
-        InferenceConfig,
-    )
-}
+        return with_dotted_overrides(self, overrides, "config")
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,8 +382,16 @@ def load_config(spec: "str | Path | DAQConfig") -> DAQConfig:
 
 
 # The official-yaml loader lives in its own module; imported last because it builds DAQConfig.
+# Re-exported here so ``from daq_model.config import load_official_yaml`` keeps working.
 from daq_model.official_config import (  # noqa: E402
     config_from_official_dict,
     load_official_yaml,
     read_yaml_with_bases,
 )
+
+__all__ = [
+    "BackboneConfig", "BackboneNotImplementedError", "DAQConfig", "InferenceConfig", "InputConfig",
+    "LossConfig", "PRESET_NAMES", "PixelDecoderConfig", "RefinerConfig", "SegmenterConfig",
+    "TestConfig", "TrackerConfig", "config_from_official_dict", "get_preset", "load_config",
+    "load_official_yaml", "read_yaml_with_bases", "small_config",
+]

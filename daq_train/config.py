@@ -16,14 +16,13 @@ yaml with :meth:`TrainConfig.to_yaml` and pass it to ``daq-label train --config`
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from daq_model.config_tree import from_plain, to_plain, with_dotted_overrides
 from daq_train.augment import AugmentConfig
 from daq_train.optim import OptimConfig
 
@@ -107,54 +106,18 @@ class TrainConfig:
         return getattr(self, name)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        return _build(cls, data)
+        return from_plain(cls, data)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump({"train_config": self.to_dict()}, sort_keys=False)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> "TrainConfig":
         """Copy with dotted-path overrides, e.g. ``{"segmenter.optim.base_lr": 2e-4}``."""
-        data = self.to_dict()
-        for dotted, value in overrides.items():
-            node = data
-            *parents, leaf = dotted.split(".")
-            for part in parents:
-                if not isinstance(node.get(part), dict):
-                    raise KeyError(f"unknown train config section {part!r} in {dotted!r}")
-                node = node[part]
-            if leaf not in node:
-                raise KeyError(f"unknown train config key {dotted!r}")
-            node[leaf] = value
-        return TrainConfig.from_dict(data)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _build(cls: type, data: Mapping[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            raise KeyError(f"unknown key {key!r} for {cls.__name__}")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-            kwargs[key] = _build(hint, value)
-        elif isinstance(value, list):
-            kwargs[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        else:
-            kwargs[key] = value
-    return cls(**kwargs)
+        return with_dotted_overrides(self, overrides, "train config")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import random
 
 import numpy as np
 import pytest
-import torch
 
 from daq_model.config import load_config
 from daq_model.dvis_daq import create_model
