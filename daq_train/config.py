@@ -6,8 +6,8 @@ their optimisers and schedules, checkpointing). Presets:
 * ``official`` -- the official recipe's numbers (R50-size inputs, 12544 points, 160k tracker
   iterations with the 2-frame phase until 10k, 15-frame refiner clips), for real datasets on GPUs;
 * ``small_cpu`` -- the shipped small model: 128-pixel inputs, fewer points (the mask output is
-  32x32), warm-up + poly decay, a larger gradient-clipping norm for from-scratch training, about
-  three hours on two CPU cores for all three stages;
+  32x32), warm-up + poly decay, gradient clipping; 7000 / 3000 / 2000 iterations of the three
+  stages, about an hour on two CPU cores (the shipped model's recipe, see its model card);
 * ``tiny_test`` -- a few iterations on 64-pixel inputs (tests).
 
 Derive variants with :meth:`TrainConfig.with_overrides` (``{"tracker.iters": 100}``) or write a
@@ -126,18 +126,18 @@ class TrainConfig:
 def _small_cpu() -> TrainConfig:
     return TrainConfig(
         name="small_cpu",
-        model="daq_small",
+        model="daq_small_128",
         seed=42,
         num_points=1024,
         augment=AugmentConfig(short_edge_choices=(112, 128, 144), max_size=256, crop_prob=0.5,
                               crop_resize_choices=(128, 160, 192), crop_resize_max=384,
                               crop_size_range=(96, 160), flip_prob=0.5),
         segmenter=SegmenterStageConfig(
-            iters=12000, batch_size=4,
+            iters=7000, batch_size=4,
             optim=OptimConfig(base_lr=2e-4, backbone_multiplier=1.0, warmup_iters=300,
                               warmup_factor=0.001, schedule="poly", clip_grad_norm=1.0)),
         tracker=TrackerStageConfig(
-            iters=6000, full_clip_from=2000,
+            iters=3000, full_clip_from=1000,
             optim=OptimConfig(base_lr=1e-4, warmup_iters=100, warmup_factor=0.01, schedule="poly",
                               clip_grad_norm=1.0)),
         refiner=RefinerStageConfig(
