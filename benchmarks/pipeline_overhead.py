@@ -12,7 +12,7 @@
    rotation, batching) against plain PyAV (``for f in container.decode(video=0):
    f.to_ndarray(format="rgb24")``), frames per second, best of ``--repeats``. Target: ~1.0.
 
-    .venv/bin/python benchmarks/pipeline_overhead.py                  # sample corpus
+    .venv/bin/python benchmarks/pipeline_overhead.py                  # sample corpus, shipped model
     .venv/bin/python benchmarks/pipeline_overhead.py --videos 'samples/videos/0*.mp4' --json out.json
 """
 
@@ -105,8 +105,11 @@ def model_only(predictor, videos: list[list[np.ndarray]], encode: bool = False) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", default=str(ROOT / "samples" / "videos" / "*.mp4"))
-    parser.add_argument("--checkpoint", default=str(CASE / "weights.pt"))
-    parser.add_argument("--config", default=str(CASE / "config.yaml"))
+    parser.add_argument("--checkpoint", default=None,
+                        help="default: the shipped model (daq_model/pretrained)")
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--reference-model", action="store_true",
+                        help="use the reference case's tiny model instead (random-ish weights)")
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="decode repeats (best of)")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         parser.error(f"no video matches {args.videos}")
     torch.set_num_threads(args.torch_threads)
+    if args.reference_model:
+        args.checkpoint, args.config = str(CASE / "weights.pt"), str(CASE / "config.yaml")
     spec = resolve_model(args.checkpoint, args.config)
     push = max(1, spec.config.inference.frame_batch_size)
 

@@ -52,7 +52,8 @@ def stage_times(run_dir: Path) -> dict[str, dict]:
 
 
 def summarise(metrics: dict) -> dict:
-    out = {k: round(metrics[k] * 100, 2) for k in KEEP if k in metrics}
+    # percentages; null where undefined (-1: no ground truth in that area range)
+    out = {k: (round(metrics[k] * 100, 2) if metrics[k] >= 0 else None) for k in KEEP if k in metrics}
     tr = metrics.get("tracking")
     if tr:
         out["tracking"] = {

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Retrain the model daq-label ships (daq_model/pretrained), from nothing, in one command:
+# synthetic data -> the three training stages (train preset small_cpu) -> held-out evaluation
+# (online and offline, all objects and the objects that appear or disappear) -> ship with its card.
+#
+#   bash scripts/train_shipped.sh [RUN_DIR]        (default runs/shipped; THREADS=2 by default)
+#
+# About an hour on 2 CPU cores (see daq_model/pretrained/MODEL_CARD.md for the measured times).
+# Set SHIP=0 to train and evaluate without replacing the shipped model.
+set -euo pipefail
+
+RUN=${1:-runs/shipped}
+D=${D:-.venv/bin/daq-label}
+PY=${PY:-.venv/bin/python}
+THREADS=${THREADS:-2}
+NAME=${NAME:-daq_small_synth}
+SHIP=${SHIP:-1}
+TRAIN=runs/data/synth_train
+HELDOUT=runs/data/synth_heldout
+
+[ -f "$TRAIN/annotations.json" ] || $D synth "$TRAIN" --preset train --seed 0
+[ -f "$HELDOUT/annotations.json" ] || $D synth "$HELDOUT" --preset heldout_appear_disappear --seed 2
+
+start=$(date +%s)
+$D train --data "$TRAIN" --stage all --out "$RUN" --config small_cpu --threads "$THREADS"
+wall=$(( $(date +%s) - start ))
+
+mkdir -p "$RUN/eval"
+for mode in online offline; do
+  $D predict --data "$HELDOUT" --checkpoint "$RUN/refiner/model.pt" --mode "$mode" \
+    --threads "$THREADS" --out "$RUN/eval/pred_$mode.json"
+  for objects in all appear-disappear; do
+    $D evaluate "$RUN/eval/pred_$mode.json" "$HELDOUT/annotations.json" --objects "$objects" \
+      --out "$RUN/eval/${mode}_${objects}.json"
+  done
+done
+
+if [ "$SHIP" = 1 ]; then
+  $PY scripts/ship_model.py "$RUN" --name "$NAME" \
+    --command "bash scripts/train_shipped.sh $RUN" \
+    --data "synth_train=daq-label synth $TRAIN --preset train --seed 0" \
+    --data "synth_heldout=daq-label synth $HELDOUT --preset heldout_appear_disappear --seed 2" \
+    --wall "total=$wall" \
+    --metrics "heldout_online=$RUN/eval/online_all.json" \
+    --metrics "heldout_online_appear_disappear=$RUN/eval/online_appear-disappear.json" \
+    --metrics "heldout_offline=$RUN/eval/offline_all.json" \
+    --metrics "heldout_offline_appear_disappear=$RUN/eval/offline_appear-disappear.json"
+fi
