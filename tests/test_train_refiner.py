@@ -84,7 +84,7 @@ def test_refiner_overfits_a_fixed_clip(setup: dict) -> None:
         opt.zero_grad()
         total.backward()
         opt.step()
-        values.append(float(total))
+        values.append(total.item())
     assert values[7] < 0.8 * values[0], values
     assert values[-1] < values[0]
     assert all(n.startswith("refiner.") for n, p in model.named_parameters() if p.grad is not None)
