@@ -133,7 +133,7 @@ def test_tracker_overfits_a_fixed_clip(setup: dict) -> None:
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        values.append(float(total))
+        values.append(total.item())
     assert values[-1] < 0.8 * values[0], values
     grads = [p for p in model.parameters() if p.grad is not None]
     assert grads and all(n.startswith("tracker.") for n, p in model.named_parameters() if p.grad is not None)
