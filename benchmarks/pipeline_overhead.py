@@ -83,7 +83,8 @@ def model_only(predictor, videos: list[list[np.ndarray]], encode: bool = False) 
         stream = TrackStream(encode_masks=not predictor.cfg.offline)
         clock = time.perf_counter()
         session = predictor.start_video(VideoInfo(height=h, width=w,
-                                                  num_frames=sum(b.shape[0] for b in batches)))
+                                                  num_frames=sum(b.shape[0] for b in batches)),
+                                        frame_masks=not predictor.cfg.offline)  # as the job does
         outputs = [session.push(batch) for batch in batches] + [session.flush()]
         for output in outputs:
             for frame in output:

@@ -132,8 +132,8 @@ def predict_video(predictor: VideoPredictor, image_dir: Path, video: Video,
     start_time = time.perf_counter()
     first = read_frames(image_dir, video, 0, min(video.length, frames_per_push))
     info = VideoInfo(height=int(first.shape[1]), width=int(first.shape[2]), num_frames=video.length)
-    session = predictor.start_video(info, output_size=(video.height, video.width))
     online = not predictor.cfg.offline
+    session = predictor.start_video(info, output_size=(video.height, video.width), frame_masks=online)
     tracks = _TrackMasks()
 
     def batches() -> Iterator[np.ndarray]:

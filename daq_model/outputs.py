@@ -77,7 +77,8 @@ class FrameTracks:
     keeps alive although it judged the object absent in this frame (official behaviour: up to
     ``kick_out_frame_num - 1`` such frames); its mask and scores are still the model's prediction.
     ``scores``/``labels``: per-frame foreground score (max over classes of softmax, no-object
-    excluded) and its class. ``masks`` are binary at the video's output size (``VideoInfo``).
+    excluded) and its class. ``masks`` are binary at the video's output size (``VideoInfo``), or
+    ``(n, 0, 0)`` from a session started with ``frame_masks=False``.
     """
 
     frame_index: int

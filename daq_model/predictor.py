@@ -93,10 +93,12 @@ class VideoPredictor:
         return autocast_context(torch.device(self.device), self.cfg.inference.precision)
 
     def start_video(self, info: VideoInfo, output_size: tuple[int, int] | None = None,
-                    ) -> "VideoSession":
+                    frame_masks: bool = True) -> "VideoSession":
         """A new session. ``output_size`` overrides the (H, W) of returned masks (default: the
-        frame size of ``info``)."""
-        return VideoSession(self, info, output_size)
+        frame size of ``info``). ``frame_masks=False``: the streamed :class:`FrameTracks` carry no
+        masks (``(n, 0, 0)``), which saves resizing every track's mask to the output size each
+        frame when they are not used (offline models, whose final masks come from the refiner)."""
+        return VideoSession(self, info, output_size, frame_masks)
 
     def mask_features(self, frames: np.ndarray) -> Tensor:
         """Raw pixel-decoder mask features (N, C, h, w) of RGB frames (replay passes)."""
@@ -111,9 +113,10 @@ class VideoSession:
     """Per-video state of the streaming predictor. Not thread-safe; one video at a time."""
 
     def __init__(self, predictor: VideoPredictor, info: VideoInfo,
-                 output_size: tuple[int, int] | None = None) -> None:
+                 output_size: tuple[int, int] | None = None, frame_masks: bool = True) -> None:
         cfg = predictor.cfg
         self.predictor = predictor
+        self.frame_masks = frame_masks
         self.cfg = cfg
         self.info = info
         image = resized_size(info.height, info.width, cfg.input.min_size_test,
@@ -198,14 +201,17 @@ class VideoSession:
             scores, labels = probs.max(-1)
         else:
             scores, labels = probs.new_zeros(0), torch.zeros(0, dtype=torch.long)
-        masks = masks_to_output(step.output.masks[rows], self.geometry)
+        if self.frame_masks:
+            masks = masks_to_output(step.output.masks[rows], self.geometry).cpu().numpy()
+        else:
+            masks = np.zeros((len(entries), 0, 0), dtype=bool)
         return FrameTracks(
             frame_index=step.frame_index,
             track_ids=np.asarray([e[1] for e in entries], dtype=np.int64),
             valid=np.asarray([e[2] for e in entries], dtype=bool),
             scores=scores.cpu().numpy().astype(np.float32),
             labels=labels.cpu().numpy().astype(np.int64),
-            masks=masks.cpu().numpy(),
+            masks=masks,
         )
 
     # ---------------------------------------------------------------------------------------

@@ -130,9 +130,10 @@ def label_video(ref: VideoRef, predictor: Any, cfg: DAQConfig, provenance: Prove
             for batch in batches:
                 if session is None:
                     h, w = int(batch.frames.shape[1]), int(batch.frames.shape[2])
+                    # offline models' masks come from the refiner: skip per-frame track masks
                     session = predictor.start_video(VideoInfo(
                         height=h, width=w, num_frames=info.frames_expected if info else None,
-                        fps=info.fps if info else None))
+                        fps=info.fps if info else None), frame_masks=stream.encode)
                 timestamps.extend(batch.timestamps)
                 _push(session, batch.frames, stream, timings)
                 if decoder.stats.frames >= next_progress:

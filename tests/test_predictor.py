@@ -232,3 +232,31 @@ def test_session_state_stays_within_documented_bytes(case, models, mode):
     for inst in result.instances:
         if inst.track_id >= 0:
             assert expected[(inst.track_id, inst.label)][0] == pytest.approx(inst.score, abs=1e-5)
+
+
+def test_without_frame_masks_the_stream_and_the_result_are_unchanged(case, models):
+    """``frame_masks=False`` (what the label job uses for offline models) drops only the streamed
+    per-frame masks: same tracks, scores and validity per frame, the same final instances."""
+    inputs = case.inputs()
+    frames = inputs["frames"][:6]
+    output_hw = tuple(int(v) for v in inputs["output_hw"])
+    model = models["offline"]
+    results = []
+    for frame_masks in (True, False):
+        predictor = VideoPredictor(model, id_rng=random.Random(5))
+        session = predictor.start_video(VideoInfo(height=frames.shape[1], width=frames.shape[2]),
+                                        output_size=output_hw, frame_masks=frame_masks)
+        tracks = list(session.push(frames)) + list(session.flush())
+        results.append((tracks, session.finish()))
+    (with_masks, full), (without, lean) = results
+    assert len(with_masks) == len(without) == len(frames)
+    for a, b in zip(with_masks, without):
+        assert a.masks.shape[0] == b.masks.shape[0] == len(a) and b.masks.shape[1:] == (0, 0)
+        assert a.masks.shape[1:] == output_hw
+        np.testing.assert_array_equal(a.track_ids, b.track_ids)
+        np.testing.assert_array_equal(a.valid, b.valid)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    assert [(i.track_id, i.label, i.score) for i in full.instances] == \
+        [(i.track_id, i.label, i.score) for i in lean.instances]
+    for fa, fb in zip(full.iter_frame_masks(), lean.iter_frame_masks()):
+        np.testing.assert_array_equal(fa.masks, fb.masks)
