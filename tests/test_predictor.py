@@ -260,3 +260,27 @@ def test_without_frame_masks_the_stream_and_the_result_are_unchanged(case, model
         [(i.track_id, i.label, i.score) for i in lean.instances]
     for fa, fb in zip(full.iter_frame_masks(), lean.iter_frame_masks()):
         np.testing.assert_array_equal(fa.masks, fb.masks)
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_bf16_autocast_session_runs_and_agrees(case, tmp_path, mode):
+    """The mixed-precision path (``inference.precision``: bf16 autocast on CPU here; fp16/bf16 on
+    CUDA share the same code) runs a whole session, refiner included, without dtype errors, and
+    keeps the tracker's decisions and the final classes of float32."""
+    inputs = case.inputs()
+    frames = inputs["frames"][:6]
+    output_hw = tuple(int(v) for v in inputs["output_hw"])
+    runs = []
+    for precision in ("fp32", "bf16"):
+        model = _model(case, mode, tmp_path, **{"inference.precision": precision})
+        predictor = VideoPredictor(model, id_rng=random.Random(1))
+        session = predictor.start_video(VideoInfo(height=frames.shape[1], width=frames.shape[2]),
+                                        output_size=output_hw)
+        tracks = list(session.push(frames)) + list(session.flush())
+        runs.append((tracks, session.finish()))
+    (fp32_tracks, fp32), (bf16_tracks, bf16) = runs
+    assert [len(t) for t in fp32_tracks] == [len(t) for t in bf16_tracks]
+    assert len(fp32.instances) == len(bf16.instances) > 0
+    assert [i.label for i in fp32.instances] == [i.label for i in bf16.instances]
+    np.testing.assert_allclose([i.score for i in fp32.instances], [i.score for i in bf16.instances],
+                               atol=0.05)
