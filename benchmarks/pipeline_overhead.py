@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         "job_summary": summary.line(),
     }
     print(f"{len(paths)} videos, {frames} frames, torch threads {args.torch_threads}, "
-          f"{masks / frames:.0f} track masks per frame to RLE-encode")
+          f"{masks / frames:.0f} tracker entries per frame"
+          + ("" if predictor.cfg.offline else " (each mask RLE-encoded)"))
     print(f"  model only          {model_before:8.2f}s / {model_after:.2f}s (before / after the job)")
     print(f"  RLE of track masks  {rle_s:8.2f}s   (what the job adds on the model's thread)")
     print(f"  label job (all)     {job_s:8.2f}s   job / model        {figures['job_over_model']:.3f}  "
