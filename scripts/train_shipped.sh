@@ -15,14 +15,16 @@ PY=${PY:-.venv/bin/python}
 THREADS=${THREADS:-2}
 NAME=${NAME:-daq_small_synth}
 SHIP=${SHIP:-1}
-TRAIN=runs/data/synth_train
-HELDOUT=runs/data/synth_heldout
+TRAIN=${TRAIN:-runs/data/synth_train}
+HELDOUT=${HELDOUT:-runs/data/synth_heldout}
+TRAIN_FLAGS=${TRAIN_FLAGS:-}   # e.g. "--iters 2" for a smoke run (with SHIP=0)
 
 [ -f "$TRAIN/annotations.json" ] || $D synth "$TRAIN" --preset train --seed 0
 [ -f "$HELDOUT/annotations.json" ] || $D synth "$HELDOUT" --preset heldout_appear_disappear --seed 2
 
 start=$(date +%s)
-$D train --data "$TRAIN" --stage all --out "$RUN" --config small_cpu --threads "$THREADS"
+# shellcheck disable=SC2086
+$D train --data "$TRAIN" --stage all --out "$RUN" --config small_cpu --threads "$THREADS" $TRAIN_FLAGS
 wall=$(( $(date +%s) - start ))
 
 mkdir -p "$RUN/eval"
