@@ -2,7 +2,8 @@
 
 * :func:`to_plain` -- nested dicts/lists/scalars (what yaml and json hold);
 * :func:`from_plain` -- back to the dataclass tree, type hints deciding which values are nested
-  dataclasses; lists become tuples; unknown keys are an error;
+  dataclasses; lists become tuples; numbers written ``1e-4`` (a string to PyYAML) become floats
+  where the field is a float; unknown keys are an error;
 * :func:`with_dotted_overrides` -- a copy with ``{"section.key": value}`` overrides applied.
 """
 
@@ -43,9 +44,19 @@ def from_plain(cls: type[T], data: Mapping[str, Any]) -> T:
             kwargs[key] = from_plain(hint, value)
         elif isinstance(value, list):
             kwargs[key] = _as_tuple(value)
+        elif hint is float and isinstance(value, str):
+            kwargs[key] = _float(value, cls.__name__, key)
         else:
             kwargs[key] = value
     return cls(**kwargs)
+
+
+def _float(text: str, owner: str, key: str) -> float:
+    """YAML 1.1 (PyYAML) reads ``1e-4`` as a string (it wants ``1.0e-4``): accept it for a float."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{owner}.{key} must be a number, got {text!r}") from None
 
 
 def with_dotted_overrides(instance: T, overrides: Mapping[str, Any], what: str = "config") -> T:

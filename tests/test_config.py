@@ -110,3 +110,15 @@ def test_bad_config_inputs(tmp_path):
     missing_base.write_text("_BASE_: nope.yaml\n")
     with pytest.raises(FileNotFoundError, match="_BASE_"):
         load_config(str(missing_base))
+
+
+def test_float_written_with_an_exponent_in_yaml_is_a_float() -> None:
+    """PyYAML reads ``1e-4`` as a string; config fields typed float accept it (``--set`` too)."""
+    import yaml
+
+    from daq_train.config import get_train_preset
+
+    cfg = get_train_preset("small_cpu").with_overrides({"segmenter.optim.base_lr": yaml.safe_load("1e-4")})
+    assert cfg.segmenter.optim.base_lr == 1e-4 and isinstance(cfg.segmenter.optim.base_lr, float)
+    with pytest.raises(ValueError, match="base_lr must be a number"):
+        get_train_preset("small_cpu").with_overrides({"segmenter.optim.base_lr": "fast"})
