@@ -34,17 +34,9 @@ flags_of() {
 
 for v in $VARIANTS; do
   run="$OUT/$v"
-  mkdir -p "$run/eval"
   # shellcheck disable=SC2046,SC2086
   $D train --data "$TRAIN" --stage tracker --out "$run" --init "$SEG" --threads "$THREADS" $TRAIN_FLAGS $(flags_of "$v")
   # shellcheck disable=SC2086
   $D train --data "$TRAIN" --stage refiner --out "$run" --threads "$THREADS" $TRAIN_FLAGS
-  for mode in online offline; do
-    $D predict --data "$HELDOUT" --checkpoint "$run/refiner/model.pt" --mode "$mode" \
-      --threads "$THREADS" --out "$run/eval/pred_$mode.json"
-    for objects in all appear-disappear; do
-      $D evaluate "$run/eval/pred_$mode.json" "$HELDOUT/annotations.json" --objects "$objects" \
-        --out "$run/eval/${mode}_${objects}.json"
-    done
-  done
+  D="$D" bash "$(dirname "$0")/evaluate_run.sh" "$run" "$HELDOUT" "$THREADS"
 done

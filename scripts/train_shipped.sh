@@ -27,15 +27,7 @@ start=$(date +%s)
 $D train --data "$TRAIN" --stage all --out "$RUN" --config small_cpu --threads "$THREADS" $TRAIN_FLAGS
 wall=$(( $(date +%s) - start ))
 
-mkdir -p "$RUN/eval"
-for mode in online offline; do
-  $D predict --data "$HELDOUT" --checkpoint "$RUN/refiner/model.pt" --mode "$mode" \
-    --threads "$THREADS" --out "$RUN/eval/pred_$mode.json"
-  for objects in all appear-disappear; do
-    $D evaluate "$RUN/eval/pred_$mode.json" "$HELDOUT/annotations.json" --objects "$objects" \
-      --out "$RUN/eval/${mode}_${objects}.json"
-  done
-done
+D="$D" bash "$(dirname "$0")/evaluate_run.sh" "$RUN" "$HELDOUT" "$THREADS"
 
 if [ "$SHIP" = 1 ]; then
   $PY scripts/ship_model.py "$RUN" --name "$NAME" \
