@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--config", metavar="PRESET|YAML",
                        help="model config: a preset name or a yaml file (default: the shipped "
                             "model's, or the one stored in the checkpoint)")
-    model.add_argument("--model-name", help="model name recorded in every row (default: config name)")
+    model.add_argument("--model-name", help="model name recorded in every row (default: the shipped model's name, else the config name)")
     model.add_argument("--device", default="auto",
                        help="torch device for the model: auto (CUDA if present), cpu, cuda, cuda:N")
     run = parser.add_argument_group("run")
