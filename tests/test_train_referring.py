@@ -21,6 +21,7 @@ from daq_train.stage_referring import free_slots, referring_clip
 from daq_train.stage_tracker import TrackerLoss
 from jobs import train as train_job
 from tests.test_train_data import write_tiny_dataset
+from tests.train_overfit import overfit_tracker_clip
 
 CFG = get_train_preset("tiny_test").with_overrides({"tracker.daq": False})
 
@@ -91,22 +92,9 @@ def test_referring_tracker_overfits_a_fixed_clip(setup: dict) -> None:
     cfg = CFG.with_overrides({"tracker.full_clip_from": 0})
     torch.manual_seed(0)
     model = build_stage_model(setup["model_cfg"], "tracker", setup["seg"], "cpu")
-    sampler = make_sampler(setup["datasets"], cfg, setup["model_cfg"], "tracker")
-    loss_fn = TrackerLoss(model, sampler, cfg)
-    state, own = sampler.state_dict(), loss_fn.state_dict()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
-    values = []
-    for _ in range(10):
-        sampler.load_state_dict(state)
-        loss_fn.load_state_dict(own)
-        torch.manual_seed(3)
-        losses = loss_fn(5)
-        assert "loss_ce_0" in losses and not any(k.startswith("slot_") for k in losses)
-        total = sum(losses.values())
-        opt.zero_grad()
-        total.backward()
-        opt.step()
-        values.append(float(total.detach()))
+    values = overfit_tracker_clip(
+        model, setup, cfg,
+        lambda losses: "loss_ce_0" in losses and not any(k.startswith("slot_") for k in losses))
     assert values[-1] < 0.8 * values[0], values
     trained = {n.split(".")[1] for n, p in model.named_parameters() if p.grad is not None}
     assert "transformer_cross_attention_layers" in trained and "pos_embed" in trained
@@ -115,7 +103,7 @@ def test_referring_tracker_overfits_a_fixed_clip(setup: dict) -> None:
     daq_model = build_stage_model(make_model_config(get_train_preset("tiny_test"), setup["datasets"]),
                                   "tracker", setup["seg"], "cpu")
     with pytest.raises(ValueError, match="tracker.mode"):
-        TrackerLoss(daq_model, sampler, cfg)
+        TrackerLoss(daq_model, make_sampler(setup["datasets"], cfg, setup["model_cfg"], "tracker"), cfg)
 
 
 def test_stages_export_referring_models_and_the_refiner_trains_on_them(setup: dict) -> None:

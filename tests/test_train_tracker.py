@@ -18,6 +18,7 @@ from daq_train.run import load_datasets, make_model_config, make_sampler, prepar
 from daq_train.stage_tracker import TrackerLoss, Tracks
 from daq_train.tracker_step import tracker_frame_for_training
 from tests.test_train_data import write_tiny_dataset
+from tests.train_overfit import overfit_tracker_clip
 
 CFG = get_train_preset("tiny_test")
 
@@ -117,23 +118,9 @@ def test_tracker_overfits_a_fixed_clip(setup: dict) -> None:
     cfg = CFG.with_overrides({"tracker.full_clip_from": 0})
     torch.manual_seed(0)
     model = _tracker_model(setup)
-    sampler = make_sampler(setup["datasets"], cfg, setup["model_cfg"], "tracker")
-    loss_fn = TrackerLoss(model, sampler, cfg)
-    state, own = sampler.state_dict(), loss_fn.state_dict()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
-    values = []
-    for _ in range(10):
-        sampler.load_state_dict(state)
-        loss_fn.load_state_dict(own)
-        torch.manual_seed(3)
-        losses = loss_fn(5)
-        assert any(k.startswith("slot_loss_ce") for k in losses)
-        total = sum(losses.values())
-        opt.zero_grad()
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        values.append(total.item())
+    values = overfit_tracker_clip(model, setup, cfg,
+                                  lambda losses: any(k.startswith("slot_loss_ce") for k in losses),
+                                  clip_grad_norm=1.0)
     assert values[-1] < 0.8 * values[0], values
     grads = [p for p in model.parameters() if p.grad is not None]
     assert grads and all(n.startswith("tracker.") for n, p in model.named_parameters() if p.grad is not None)
