@@ -188,7 +188,10 @@ def _waypoints(obj: ObjectPlan, config: "SynthConfig", rng: np.random.Generator)
 def _new_object(config: "SynthConfig", rng: np.random.Generator, category: str, start: int,
                 end: int, z: int) -> ObjectPlan:
     side = min(config.height, config.width)
-    return ObjectPlan(category=category, texture=random_texture(rng), z=z,
+    hue = None
+    if config.class_hue > 0:
+        hue = config.categories.index(category) / len(config.categories)
+    return ObjectPlan(category=category, texture=random_texture(rng, hue, config.class_hue), z=z,
                       radius=float(rng.uniform(*config.radius)) * side, start=start, end=end,
                       theta0=float(rng.uniform(0, 2 * np.pi)),
                       spin=float(rng.uniform(-config.max_spin, config.max_spin)),

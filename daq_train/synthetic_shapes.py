@@ -2,8 +2,9 @@
 
 A shape is a predicate on object coordinates ``(u, v)`` measured in units of the object's radius
 (the shape fits in the unit disc; ``v`` points down as image rows do). Shapes are deliberately
-distinct in outline (holes, corners, arms) so that a small model can tell the classes apart;
-colour and texture are drawn independently of the class, so they carry no class information.
+distinct in outline (holes, corners, arms). Texture kind, saturation and brightness are drawn
+independently of the class; hues are too unless the generator gives each class a colour family
+(``SynthConfig.class_hue``), as real categories have typical appearances.
 """
 
 from __future__ import annotations
@@ -136,11 +137,21 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[float, float, float]:
     return (255 * r, 255 * g, 255 * b)
 
 
-def random_texture(rng: np.random.Generator) -> Texture:
+def random_texture(rng: np.random.Generator, hue_centre: float | None = None,
+                   hue_width: float = 0.0) -> Texture:
+    """A random pattern of two random colours. With ``hue_centre``, both colours' hues are drawn
+    from ``hue_centre +- hue_width / 2`` (a class's colour family) instead of the whole circle
+    (saturation and brightness stay random, so patterns stay visible); the random draws are the
+    same either way, so only the hues change."""
     kind = TEXTURE_KINDS[int(rng.integers(len(TEXTURE_KINDS)))]
     h = float(rng.random())
+    if hue_centre is not None:
+        h = (hue_centre + (h - 0.5) * hue_width) % 1.0
     color_a = _hsv_to_rgb(h, float(rng.uniform(0.45, 1.0)), float(rng.uniform(0.45, 1.0)))
-    h2 = (h + float(rng.uniform(0.15, 0.85))) % 1.0
+    offset = float(rng.uniform(0.15, 0.85))
+    h2 = (h + offset) % 1.0
+    if hue_centre is not None:  # the second colour from the same family
+        h2 = (hue_centre + ((offset - 0.15) / 0.7 - 0.5) * hue_width) % 1.0
     color_b = _hsv_to_rgb(h2, float(rng.uniform(0.2, 1.0)), float(rng.uniform(0.2, 1.0)))
     noise = rng.random((6, 6)) if kind == "noise" else None
     return Texture(kind, color_a, color_b, float(rng.uniform(1.5, 4.0)),

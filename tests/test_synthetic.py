@@ -68,6 +68,35 @@ def test_render_is_deterministic_per_seed_and_video() -> None:
     assert a.frames.shape == (cfg.frames, cfg.height, cfg.width, 3) and a.frames.dtype == np.uint8
 
 
+def test_class_hue_gives_each_category_a_colour_family_and_changes_nothing_else() -> None:
+    plain = replace(FAST, frames=8, num_videos=1, objects=(3, 4), class_hue=0.0)
+    cued = replace(plain, class_hue=0.15)
+    assert get_preset("train").class_hue > 0 and get_preset("tiny").class_hue == 0
+    with pytest.raises(ValueError, match="class_hue"):
+        replace(plain, class_hue=1.5)
+    hits, total = 0, 0
+    for seed in range(4):
+        a, b = render_video(plain, seed, 0), render_video(cued, seed, 0)
+        np.testing.assert_array_equal(a.labels, b.labels)  # same objects, motion and events
+        assert [o.category for o in a.objects] == [o.category for o in b.objects]
+        for k, obj in enumerate(b.objects):
+            pixels = b.frames[b.labels == k + 1].astype(np.float64) / 255.0
+            if len(pixels) == 0:
+                continue
+            hi, lo = pixels.max(1), pixels.min(1)
+            chroma = hi - lo
+            keep = chroma > 0.15  # hue is meaningless for greyish pixels
+            r, g, bl = pixels[keep].T
+            c = chroma[keep]
+            hue = np.where(hi[keep] == r, ((g - bl) / c) % 6, np.where(hi[keep] == g, (bl - r) / c + 2,
+                                                                       (r - g) / c + 4)) / 6.0
+            centre = FAST.categories.index(obj.category) / len(FAST.categories)
+            distance = np.abs((hue - centre + 0.5) % 1.0 - 0.5)
+            hits += int((distance <= 0.075 + 0.02).sum())  # band half-width + JPEG-free rounding
+            total += int(keep.sum())
+    assert total > 100 and hits / total > 0.97, (hits, total)
+
+
 @pytest.fixture(scope="module")
 def fast_dataset(tmp_path_factory) -> tuple[Path, SynthConfig]:
     root = tmp_path_factory.mktemp("synth")
