@@ -124,7 +124,8 @@ def main() -> int:
                     for label, p in (m.split("=", 1) for m in args.metrics)},
         "notes": args.note,
         "limits": ("Trained only on procedural synthetic videos of six textured shape categories "
-                   "(disc, square, triangle, star, ring, cross) over crops of six sample clips. On "
+                   "(disc, square, triangle, star, ring, cross), each with its own colour family, "
+                   "over crops of six sample clips. On "
                    "real footage it labels shape-like regions with these synthetic class names; "
                    "its labels carry no real-world categories. See MODEL_CARD.md."),
     }
