@@ -5,7 +5,7 @@
 #
 #   bash scripts/train_shipped.sh [RUN_DIR]        (default runs/shipped; THREADS=2 by default)
 #
-# About an hour on 2 CPU cores (see daq_model/pretrained/MODEL_CARD.md for the measured times).
+# About 75 minutes on 2 CPU cores (see daq_model/pretrained/MODEL_CARD.md for the measured times).
 # Set SHIP=0 to train and evaluate without replacing the shipped model.
 set -euo pipefail
 
@@ -13,7 +13,7 @@ RUN=${1:-runs/shipped}
 D=${D:-.venv/bin/daq-label}
 PY=${PY:-.venv/bin/python}
 THREADS=${THREADS:-2}
-NAME=${NAME:-daq_small_synth_v1}
+NAME=${NAME:-daq_small_synth_v2}
 SHIP=${SHIP:-1}
 TRAIN=${TRAIN:-runs/data/synth_train}
 HELDOUT=${HELDOUT:-runs/data/synth_heldout}
