@@ -7,7 +7,7 @@ their optimisers and schedules, checkpointing). Presets:
   iterations with the 2-frame phase until 10k, 15-frame refiner clips), for real datasets on GPUs;
 * ``small_cpu`` -- the shipped small model: 128-pixel inputs, fewer points (the mask output is
   32x32), warm-up + poly decay, gradient clipping; 7000 / 6000 / 2000 iterations of the three
-  stages, about 75 minutes on two CPU cores (the shipped model's recipe, see its model card);
+  stages, about 80 minutes on two CPU cores (the shipped model's recipe, see its model card);
 * ``tiny_test`` -- a few iterations on 64-pixel inputs (tests).
 
 Derive variants with :meth:`TrainConfig.with_overrides` (``{"tracker.iters": 100}``) or write a
