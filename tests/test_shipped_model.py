@@ -97,8 +97,8 @@ def test_shipped_segmenter_finds_objects_in_unseen_synthetic_videos(tmp_path: Pa
     iou, untrained_iou = [b[0] for b in trained], [b[0] for b in untrained]
     correct = [b[1] for b in trained]
     # measured when shipped (v1 and v2: same segmenter recipe and seeds): mean best IoU 0.84 and
-    # the best query's class right for 95 % of
-    # the 40 objects, against IoU 0.05 and 22 % (chance 17 %) for the same architecture untrained
+    # the best query's class right for 95 % of the 40 objects, against IoU 0.05 and 22 %
+    # (chance 17 %) for the same architecture untrained
     assert sum(iou) / len(iou) >= 0.4, iou
     assert sum(untrained_iou) / len(untrained_iou) <= 0.2, untrained_iou
     assert sum(correct) / len(correct) >= 0.7, correct
