@@ -49,6 +49,10 @@ class TrackerStageConfig:
     Hungarian-matched segmenter anchors, no emerging anchor queries, no slot branch, no EDS;
     ``daq_train.stage_referring``); ``emergence_simulation`` / ``disappearance_simulation``
     switch the two halves of EDS (DAQ only).
+    ``full_clip_emergence_drop`` (not in the official recipe, 0 there): in the full-clip phase,
+    each propagated track that has a GT is also dropped with this probability, so its object must
+    re-emerge through the emerging queries in the next frame; without it the emerging queries only
+    see positives where the data itself has an object entering the clip.
     ``simulated_disappearance_main_negative`` reproduces the official aliasing quirk (the simulated
     disappeared object is also a negative of the main branch in frames with a real disappearance).
     """
@@ -63,7 +67,13 @@ class TrackerStageConfig:
     disappearance_simulation: bool = True
     min_tracks_for_disappearance: int = 3
     simulated_disappearance_main_negative: bool = False
+    full_clip_emergence_drop: float = 0.0
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=(112000,)))
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.full_clip_emergence_drop < 1.0:
+            raise ValueError("tracker.full_clip_emergence_drop must be in [0, 1), got "
+                             f"{self.full_clip_emergence_drop}")
 
 
 @dataclass(frozen=True)

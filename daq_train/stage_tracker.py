@@ -12,7 +12,8 @@ One step = one clip:
    (``daq_model.track_state.ema_anchor_update``, differentiable): in the short-clip phase the
    matched rows minus the lower-scoring half (emergence simulation: dropped objects must re-emerge
    through the emerging queries); in the full-clip phase every row with fg above
-   ``training_select_threshold``;
+   ``training_select_threshold``, less each matched track with probability
+   ``full_clip_emergence_drop`` (emergence simulation in full clips, 0 = official);
 4. full-clip phase, frames >= 1, more than ``min_tracks_for_disappearance`` carried tracks: one
    carried object is hidden from the slot branch (its segmenter queries masked out of the slot
    cross-attention) and the slot branch must call it "no object" (disappearance simulation);
@@ -219,6 +220,11 @@ class TrackerLoss(Stateful):
         scores = foreground_score(out.logits.detach())
         if full:
             active = scores > self.model.cfg.tracker.training_select_threshold
+            drop = self.cfg.full_clip_emergence_drop
+            if self.cfg.emergence_simulation and drop > 0:
+                for row in rows[active[rows]].tolist():
+                    if self.rng.random() < drop:
+                        active[row] = False
         else:
             active = torch.zeros(num_rows, dtype=torch.bool, device=rows.device)
             active[rows] = True

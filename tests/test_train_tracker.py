@@ -99,6 +99,33 @@ def test_propagation_half_drop_and_threshold(setup: dict) -> None:
     assert nxt.carried[1].tolist() == [5, 6, 7]
 
 
+def test_full_clip_emergence_drop_removes_only_matched_tracks(setup: dict) -> None:
+    scores = [0.9, 0.2, 0.6, 0.05, 0.3, 0.5]
+    out = _frame_output(scores, num_tracks=0)
+    indices = (torch.tensor([0, 1, 2, 4]), torch.tensor([3, 0, 1, 2]))  # rows 3, 5 unmatched
+    empty = Tracks(None, [], (torch.zeros(0, dtype=torch.long),) * 2)
+    sampler = make_sampler(setup["datasets"], CFG, setup["model_cfg"], "tracker")
+    dropping = CFG.with_overrides({"tracker.full_clip_emergence_drop": 0.5})
+    loss = TrackerLoss(_tracker_model(setup), sampler, dropping)
+    thr = loss.model.cfg.tracker.training_select_threshold
+    above = {k for k, s in enumerate(scores) if s > thr}
+    kept_matched = []
+    for _ in range(200):
+        kept = loss._propagate(empty, out, indices, full=True, t=0)
+        kept_rows = {k for k in range(len(scores))
+                     if any(torch.equal(out.queries[k], q) for q in kept.queries)}
+        assert {3, 5} & above <= kept_rows  # unmatched rows above threshold are never dropped
+        assert kept_rows <= above
+        kept_matched.append(kept.carried[0].numel())
+    mean = sum(kept_matched) / len(kept_matched)
+    assert 1.4 < mean < 2.6  # 4 matched rows above threshold, each kept with probability 0.5
+    off = TrackerLoss(_tracker_model(setup), sampler,
+                      dropping.with_overrides({"tracker.emergence_simulation": False}))
+    assert off._propagate(empty, out, indices, full=True, t=0).queries.shape[0] == len(above)
+    with pytest.raises(ValueError, match="full_clip_emergence_drop"):
+        CFG.with_overrides({"tracker.full_clip_emergence_drop": 1.0})
+
+
 def test_disappearance_simulation_needs_more_than_three_tracks(setup: dict) -> None:
     loss = TrackerLoss(_tracker_model(setup), make_sampler(setup["datasets"], CFG, setup["model_cfg"], "tracker"), CFG)
     aux = torch.tensor([0, 1, 2, 3, -1, 1] + [-1] * 10)

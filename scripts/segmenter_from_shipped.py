@@ -1,0 +1,70 @@
+"""Rebuild a run's ``segmenter/model.pt`` from a shipped checkpoint, for tracker-stage experiments.
+
+A full ``daq-label train --stage all`` seeds torch with the train config's seed, builds the model
+(so the tracker and refiner start from that seeded random init) and trains the segmenter, which is
+deterministic on CPU. This script rebuilds that stage-1 export without the ~40 minutes of segmenter
+training: the same seeded model construction, with the backbone and segmenter head weights taken
+from the shipped checkpoint. ``daq-label train --stage tracker --out RUN`` then continues from it
+exactly as the full run would (up to the random point sampling of the losses).
+
+    .venv/bin/python scripts/segmenter_from_shipped.py runs/exp_x \\
+        [--checkpoint daq_model/pretrained/daq_small_synth_v2.pt] [--config small_cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from daq_model.checkpoint import read_checkpoint  # noqa: E402
+from daq_model.dvis_daq import DVISDAQ  # noqa: E402
+from daq_train.config import load_train_config  # noqa: E402
+from daq_train.model_setup import export_model  # noqa: E402
+from daq_train.run import exported_path  # noqa: E402
+
+SEGMENTER_PREFIXES = ("backbone.", "sem_seg_head.")
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "daq_model/pretrained/daq_small_synth_v2.pt"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="run directory to write segmenter/model.pt into")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                        help="trained checkpoint whose segmenter to take (default: the shipped model)")
+    parser.add_argument("--config", default="small_cpu", help="train config (preset or yaml) for the seed")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    contents = read_checkpoint(str(args.checkpoint))
+    model_cfg = contents.daq_config()
+    if model_cfg is None:
+        print(f"{args.checkpoint}: carries no model config", file=sys.stderr)
+        return 2
+    train_cfg = load_train_config(args.config)
+    torch.manual_seed(train_cfg.seed)  # as jobs/train.py does before stage 1 builds the model
+    model = DVISDAQ(model_cfg)
+    state = model.state_dict()
+    taken = 0
+    for key, value in contents.state_dict.items():
+        if key.startswith(SEGMENTER_PREFIXES):
+            if key not in state or state[key].shape != value.shape:
+                print(f"{args.checkpoint}: key {key} does not fit the model", file=sys.stderr)
+                return 2
+            state[key] = value
+            taken += 1
+    model.load_state_dict(state, strict=True)
+    destination = exported_path(args.run_dir, "segmenter")
+    export_model(model, destination, metadata={"stage": "segmenter", "source": str(args.checkpoint),
+                                               "note": "segmenter taken from a trained checkpoint"})
+    logging.info("%d segmenter tensors from %s -> %s", taken, args.checkpoint, destination)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
