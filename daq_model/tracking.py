@@ -82,6 +82,8 @@ class VideoTracker:
             assert out.slot_logits is not None
             slot_fg = foreground_score(out.slot_logits[: out.num_tracks].float())
             valid[: out.num_tracks] &= slot_fg > trk.dis_fg_threshold
+        if trk.emerging_nms_iou > 0 and trk.mode == "daq":
+            valid = suppress_duplicate_emergence(out, valid, trk.emerging_nms_iou)
         return valid
 
     def step(self, seg_logits: Tensor, seg_masks: Tensor, seg_embeds: Tensor,
@@ -147,6 +149,30 @@ class VideoTracker:
         if not kept:
             return [], torch.zeros((0, num_logits))
         return [r.track_id for r in kept], torch.stack([r.mean_logits() for r in kept])
+
+
+def suppress_duplicate_emergence(out: TrackerFrameOutput, valid: Tensor, iou_threshold: float) -> Tensor:
+    """``valid`` with emerging rows (rows >= ``out.num_tracks``) switched off where their mask
+    (logit > 0) has IoU > ``iou_threshold`` with a valid track row or with a higher-scoring emerging
+    row kept before it (greedy, by foreground score). Track rows are never changed."""
+    n = out.num_tracks
+    candidates = torch.nonzero(valid[n:]).squeeze(1) + n
+    if candidates.numel() == 0:
+        return valid
+    binary = (out.masks > 0).flatten(1).float()
+    kept = [int(k) for k in torch.nonzero(valid[:n]).squeeze(1)]
+    scores = foreground_score(out.logits[candidates].float())
+    result = valid.clone()
+    for k in candidates[torch.argsort(scores, descending=True)].tolist():
+        if kept:
+            inter = binary[kept] @ binary[k]
+            union = binary[kept].sum(1) + binary[k].sum() - inter
+            iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.zeros_like(inter))
+            if bool((iou > iou_threshold).any()):
+                result[k] = False
+                continue
+        kept.append(k)
+    return result
 
 
 def make_video_tracker(tracker: DAQTracker, cfg: DAQConfig, seg_query_table: Tensor,

@@ -53,6 +53,10 @@ class TrackerStageConfig:
     each propagated track that has a GT is also dropped with this probability, so its object must
     re-emerge through the emerging queries in the next frame; without it the emerging queries only
     see positives where the data itself has an object entering the clip.
+    ``keep_disappeared_tracks`` (not official, False there): in the full-clip phase a track whose
+    object is absent in a frame is propagated whatever its score (as inference keeps invalid
+    tracks up to ``kick_out_frame_num`` frames), so an object that comes back within the clip is
+    supervised on its old track instead of on an emerging query.
     ``simulated_disappearance_main_negative`` reproduces the official aliasing quirk (the simulated
     disappeared object is also a negative of the main branch in frames with a real disappearance).
     """
@@ -68,6 +72,7 @@ class TrackerStageConfig:
     min_tracks_for_disappearance: int = 3
     simulated_disappearance_main_negative: bool = False
     full_clip_emergence_drop: float = 0.0
+    keep_disappeared_tracks: bool = False
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=(112000,)))
 
     def __post_init__(self) -> None:

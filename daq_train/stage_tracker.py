@@ -13,7 +13,11 @@ One step = one clip:
    matched rows minus the lower-scoring half (emergence simulation: dropped objects must re-emerge
    through the emerging queries); in the full-clip phase every row with fg above
    ``training_select_threshold``, less each matched track with probability
-   ``full_clip_emergence_drop`` (emergence simulation in full clips, 0 = official);
+   ``full_clip_emergence_drop`` (emergence simulation in full clips, 0 = official); with
+   ``keep_disappeared_tracks`` also every track whose object is absent in this frame, whatever its
+   score, without an anchor update, as inference keeps an invalid track for up to 7 frames (a
+   returning object is then supervised on its own track, and emerging queries learn "no object"
+   for it);
 4. full-clip phase, frames >= 1, more than ``min_tracks_for_disappearance`` carried tracks: one
    carried object is hidden from the slot branch (its segmenter queries masked out of the slot
    cross-attention) and the slot branch must call it "no object" (disappearance simulation);
@@ -196,7 +200,7 @@ class TrackerLoss(Stateful):
             if t > 0:
                 slot_neg = disappeared + ([simulated] if simulated is not None else [])
                 slot_out.append(FrameOutput(step.slot_logits, step.slot_masks, tracks.carried, slot_neg))
-            tracks = self._propagate(tracks, out, indices, full, t)
+            tracks = self._propagate(tracks, out, indices, full, t, valid_now)
         self.stats = {"simulated_disappearances": float(hidden_count)}
         return main_out, slot_out
 
@@ -212,19 +216,23 @@ class TrackerLoss(Stateful):
         num_rows = (0 if tracks.queries is None else tracks.queries.shape[0]) + num_slots
         return hidden[None, :].expand(num_rows, -1).contiguous(), g
 
-    def _propagate(self, tracks: Tracks, out, indices: tuple[Tensor, Tensor], full: bool, t: int) -> Tracks:
+    def _propagate(self, tracks: Tracks, out, indices: tuple[Tensor, Tensor], full: bool, t: int,
+                   gt_valid: Tensor | None = None) -> Tracks:
         rows, gts = indices
         num_rows = out.logits.shape[0]
         target_of_row = torch.full((num_rows,), -1, dtype=torch.int64, device=rows.device)
         target_of_row[rows] = gts
         scores = foreground_score(out.logits.detach())
+        above = scores > self.model.cfg.tracker.training_select_threshold
         if full:
-            active = scores > self.model.cfg.tracker.training_select_threshold
+            active = above.clone()
             drop = self.cfg.full_clip_emergence_drop
             if self.cfg.emergence_simulation and drop > 0:
                 for row in rows[active[rows]].tolist():
                     if self.rng.random() < drop:
                         active[row] = False
+            if self.cfg.keep_disappeared_tracks and gt_valid is not None and rows.numel():
+                active[rows[~gt_valid.to(torch.bool).to(gts.device)[gts]]] = True
         else:
             active = torch.zeros(num_rows, dtype=torch.bool, device=rows.device)
             active[rows] = True
@@ -241,7 +249,8 @@ class TrackerLoss(Stateful):
             else:
                 record = TrackRecord(track_id=k, start=t, last_query=out.queries[k],
                                      prev_anchors=deque(maxlen=history))
-            ema_anchor_update(record, out.anchors[k])
+            if bool(above[k]) or not full:
+                ema_anchor_update(record, out.anchors[k])  # inference: no update while invalid
             records.append(record)
         kept_targets = target_of_row[keep]
         has_gt = torch.nonzero(kept_targets >= 0).squeeze(1)

@@ -249,3 +249,25 @@ def test_refiner_chunking_does_not_change_the_result():
         whole = refiner(inst, frames, max_tokens=10 ** 6)
         chunked = refiner(inst, frames, max_tokens=13)  # 1-candidate and 2-frame chunks
     assert torch.allclose(whole, chunked, atol=1e-5)
+
+
+def test_emerging_nms_keeps_tracks_and_suppresses_overlapping_new_candidates():
+    from daq_model.tracker import TrackerFrameOutput
+    from daq_model.tracking import suppress_duplicate_emergence
+
+    masks = torch.full((5, 4, 4), -1.0)
+    masks[0, :2, :2] = 1.0  # track row
+    masks[1, 2:, 2:] = 1.0  # track row (invalid this frame)
+    masks[2, :2, :2] = 1.0  # emerging, same mask as track 0 -> suppressed
+    masks[3, 2:, 2:] = 1.0  # emerging, over the invalid track only -> kept (higher score)
+    masks[4, 2:, 2:] = 1.0  # emerging duplicate of row 3, lower score -> suppressed
+    scores = torch.tensor([0.9, 0.05, 0.8, 0.7, 0.6])
+    logits = torch.stack([scores, 1 - scores], dim=1).log()
+    out = TrackerFrameOutput(queries=torch.zeros(5, 2), logits=logits, masks=masks,
+                             anchors=torch.zeros(5, 2), num_tracks=2)
+    valid = torch.tensor([True, False, True, True, True])
+    kept = suppress_duplicate_emergence(out, valid, 0.5)
+    assert kept.tolist() == [True, False, False, True, False]
+    assert suppress_duplicate_emergence(out, valid, 1.0).tolist() == valid.tolist()  # IoU 1 is not > 1
+    with pytest.raises(ValueError, match="emerging_nms_iou"):
+        small_config(3).with_overrides({"tracker.emerging_nms_iou": 1.5})

@@ -126,6 +126,23 @@ def test_full_clip_emergence_drop_removes_only_matched_tracks(setup: dict) -> No
         CFG.with_overrides({"tracker.full_clip_emergence_drop": 1.0})
 
 
+def test_keep_disappeared_tracks_propagates_absent_objects_without_anchor_update(setup: dict) -> None:
+    cfg = CFG.with_overrides({"tracker.keep_disappeared_tracks": True})
+    loss = TrackerLoss(_tracker_model(setup), make_sampler(setup["datasets"], cfg, setup["model_cfg"], "tracker"), cfg)
+    records = [TrackRecord(track_id=i, start=0, last_query=torch.zeros(4), anchor=torch.ones(4),
+                           prev_anchors=deque([torch.ones(4)], maxlen=9)) for i in range(3)]
+    tracks = Tracks(torch.zeros(3, 4), records, (torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])))
+    out = _frame_output([0.001, 0.9, 0.001, 0.001], num_tracks=3)
+    indices = (torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]))
+    gt_valid = torch.tensor([False, True, True])  # GT 0 absent now; GT 2 present but lost (score)
+    nxt = loss._propagate(tracks, out, indices, full=True, t=1, gt_valid=gt_valid)
+    assert nxt.carried[1].tolist() == [0, 1]  # absent object kept, lost present object dropped
+    assert nxt.records[0] is records[0] and torch.equal(records[0].anchor, torch.ones(4))
+    assert len(records[0].prev_anchors) == 1 and len(records[1].prev_anchors) == 2
+    plain = TrackerLoss(_tracker_model(setup), make_sampler(setup["datasets"], CFG, setup["model_cfg"], "tracker"), CFG)
+    assert plain._propagate(tracks, out, indices, full=True, t=1, gt_valid=gt_valid).carried[1].tolist() == [1]
+
+
 def test_disappearance_simulation_needs_more_than_three_tracks(setup: dict) -> None:
     loss = TrackerLoss(_tracker_model(setup), make_sampler(setup["datasets"], CFG, setup["model_cfg"], "tracker"), CFG)
     aux = torch.tensor([0, 1, 2, 3, -1, 1] + [-1] * 10)
