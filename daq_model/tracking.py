@@ -77,7 +77,10 @@ class VideoTracker:
         trk = self.cfg.tracker
         if self.num_frames == 0:
             return foreground_score(seg_logits.float()) > trk.aux_inference_select_threshold
-        valid = foreground_score(out.logits.float()) > trk.inference_select_threshold
+        scores = foreground_score(out.logits.float())
+        valid = scores > trk.inference_select_threshold
+        if trk.emerging_select_threshold is not None and trk.mode == "daq":
+            valid[out.num_tracks:] = scores[out.num_tracks:] > trk.emerging_select_threshold
         if trk.ovis_infer and out.num_tracks > 0:
             assert out.slot_logits is not None
             slot_fg = foreground_score(out.slot_logits[: out.num_tracks].float())

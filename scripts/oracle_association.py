@@ -11,7 +11,7 @@ is an upper bound for any tracker on this segmenter, up to what a tracker could 
 classes) that the segmenter got wrong.
 
     .venv/bin/python scripts/oracle_association.py runs/data/synth_heldout --videos 30 \\
-        [--checkpoint daq_model/pretrained/daq_small_synth_v2.pt] [--config PRESET|YAML]
+        [--checkpoint CKPT (default: the shipped model)] [--config PRESET|YAML]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from daq_model.config import ONLINE, load_config  # noqa: E402
 from daq_model.dvis_daq import create_model  # noqa: E402
 from daq_model.postprocess import MaskGeometry, masks_to_output, select_top_pairs  # noqa: E402
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "daq_model/pretrained/daq_small_synth_v2.pt"
+DEFAULT_CHECKPOINT = min((Path(__file__).resolve().parent.parent / "daq_model/pretrained").glob("*.pt"), default=None)
 
 
 def decode(segmentation: dict | None, shape: tuple[int, int]) -> np.ndarray:

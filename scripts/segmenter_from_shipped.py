@@ -8,7 +8,7 @@ from the shipped checkpoint. ``daq-label train --stage tracker --out RUN`` then 
 exactly as the full run would (up to the random point sampling of the losses).
 
     .venv/bin/python scripts/segmenter_from_shipped.py runs/exp_x \\
-        [--checkpoint daq_model/pretrained/daq_small_synth_v2.pt] [--config small_cpu]
+        [--checkpoint CKPT (default: the shipped model)] [--config small_cpu]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from daq_train.model_setup import export_model  # noqa: E402
 from daq_train.run import exported_path  # noqa: E402
 
 SEGMENTER_PREFIXES = ("backbone.", "sem_seg_head.")
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "daq_model/pretrained/daq_small_synth_v2.pt"
+DEFAULT_CHECKPOINT = min((Path(__file__).resolve().parent.parent / "daq_model/pretrained").glob("*.pt"), default=None)
 
 
 def main(argv: list[str] | None = None) -> int:

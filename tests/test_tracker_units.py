@@ -271,3 +271,21 @@ def test_emerging_nms_keeps_tracks_and_suppresses_overlapping_new_candidates():
     assert suppress_duplicate_emergence(out, valid, 1.0).tolist() == valid.tolist()  # IoU 1 is not > 1
     with pytest.raises(ValueError, match="emerging_nms_iou"):
         small_config(3).with_overrides({"tracker.emerging_nms_iou": 1.5})
+
+
+def test_emerging_select_threshold_applies_to_new_rows_only():
+    from daq_model.tracker import TrackerFrameOutput
+    from daq_model.tracking import VideoTracker
+
+    scores = torch.tensor([0.05, 0.5, 0.05, 0.2])  # rows 0-1 tracks, 2-3 emerging
+    out = TrackerFrameOutput(queries=torch.zeros(4, 2), logits=torch.stack([scores, 1 - scores], 1).log(),
+                             masks=torch.randn(4, 4, 4), anchors=torch.zeros(4, 2), num_tracks=2)
+    base = small_config(1).with_overrides({"tracker.inference_select_threshold": 0.1})
+    tracker = VideoTracker.__new__(VideoTracker)  # validity() reads only cfg and num_frames
+    tracker.num_frames = 1
+    tracker.cfg = base
+    assert tracker.validity(out, torch.zeros(4, 2)).tolist() == [False, True, False, True]
+    tracker.cfg = base.with_overrides({"tracker.emerging_select_threshold": 0.03})
+    assert tracker.validity(out, torch.zeros(4, 2)).tolist() == [False, True, True, True]
+    tracker.cfg = base.with_overrides({"tracker.emerging_select_threshold": 0.03, "tracker.mode": "referring"})
+    assert tracker.validity(out, torch.zeros(4, 2)).tolist() == [False, True, False, True]
