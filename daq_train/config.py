@@ -6,8 +6,8 @@ their optimisers and schedules, checkpointing). Presets:
 * ``official`` -- the official recipe's numbers (R50-size inputs, 12544 points, 160k tracker
   iterations with the 2-frame phase until 10k, 15-frame refiner clips), for real datasets on GPUs;
 * ``small_cpu`` -- the shipped small model: 128-pixel inputs, fewer points (the mask output is
-  32x32), warm-up + poly decay, gradient clipping; 7000 / 6000 / 2000 iterations of the three
-  stages, about 80 minutes on two CPU cores (the shipped model's recipe, see its model card);
+  32x32), warm-up + poly decay, gradient clipping; 7000 / 6000 / 4000 iterations of the three
+  stages, about 90 minutes on two CPU cores (the shipped model's recipe, see its model card);
 * ``tiny_test`` -- a few iterations on 64-pixel inputs (tests).
 
 Derive variants with :meth:`TrainConfig.with_overrides` (``{"tracker.iters": 100}``) or write a
@@ -156,7 +156,7 @@ def _small_cpu() -> TrainConfig:
             optim=OptimConfig(base_lr=1e-4, warmup_iters=100, warmup_factor=0.01, schedule="poly",
                               clip_grad_norm=1.0)),
         refiner=RefinerStageConfig(
-            iters=2000, num_frames=10, frame_range=5,
+            iters=4000, num_frames=10, frame_range=5,
             optim=OptimConfig(base_lr=1e-4, warmup_iters=100, warmup_factor=0.01, schedule="poly",
                               clip_grad_norm=1.0)),
         thaw_backbone_norm=True,

@@ -5,7 +5,7 @@
 #
 #   bash scripts/train_shipped.sh [RUN_DIR]        (default runs/shipped; THREADS=2 by default)
 #
-# About 80 minutes on 2 CPU cores (see daq_model/pretrained/MODEL_CARD.md for the measured times).
+# About 90 minutes on 2 CPU cores (see daq_model/pretrained/MODEL_CARD.md for the measured stage times).
 # Set SHIP=0 to train and evaluate without replacing the shipped model.
 set -euo pipefail
 
