@@ -32,12 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from daq_eval.predict import category_map  # noqa: E402
 from daq_eval.video_ap import evaluate_video_ap  # noqa: E402
 from daq_eval.ytvis_format import Dataset, Prediction, encode_masks, read_dataset  # noqa: E402
+from pipeline.model_source import shipped_model  # noqa: E402
 from daq_model.checkpoint import read_checkpoint  # noqa: E402
 from daq_model.config import ONLINE, load_config  # noqa: E402
 from daq_model.dvis_daq import create_model  # noqa: E402
 from daq_model.postprocess import MaskGeometry, masks_to_output, select_top_pairs  # noqa: E402
 
-DEFAULT_CHECKPOINT = min((Path(__file__).resolve().parent.parent / "daq_model/pretrained").glob("*.pt"), default=None)
+_SHIPPED = shipped_model()
+DEFAULT_CHECKPOINT = _SHIPPED[0] if _SHIPPED else None
 
 
 def decode(segmentation: dict | None, shape: tuple[int, int]) -> np.ndarray:

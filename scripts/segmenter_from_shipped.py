@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.model_source import shipped_model  # noqa: E402
 from daq_model.checkpoint import read_checkpoint  # noqa: E402
 from daq_model.dvis_daq import DVISDAQ  # noqa: E402
 from daq_train.config import load_train_config  # noqa: E402
@@ -29,7 +30,8 @@ from daq_train.model_setup import export_model  # noqa: E402
 from daq_train.run import exported_path  # noqa: E402
 
 SEGMENTER_PREFIXES = ("backbone.", "sem_seg_head.")
-DEFAULT_CHECKPOINT = min((Path(__file__).resolve().parent.parent / "daq_model/pretrained").glob("*.pt"), default=None)
+_SHIPPED = shipped_model()
+DEFAULT_CHECKPOINT = _SHIPPED[0] if _SHIPPED else None
 
 
 def main(argv: list[str] | None = None) -> int:
