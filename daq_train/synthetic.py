@@ -110,6 +110,11 @@ PRESETS: dict[str, SynthConfig] = {
     # the training distribution: mostly persistent objects, some entries, exits and gaps
     "train": SynthConfig(name="train", num_videos=1000, class_hue=CLASS_HUE),
     "val": SynthConfig(name="val", num_videos=100, class_hue=CLASS_HUE),
+    # tracker training with frequent entries, exits and gaps (more positives for the emerging
+    # queries than "train" gives in 5-frame clips); milder than the held-out set
+    "train_appear_disappear": SynthConfig(
+        name="train_appear_disappear", num_videos=1000, objects=(1, 5), p_late_entry=0.4,
+        p_early_exit=0.3, p_reappear=0.4, gap_frames=(2, 8), class_hue=CLASS_HUE),
     # held-out set where appearing, disappearing and coming back is the rule, not the exception
     "heldout_appear_disappear": SynthConfig(
         name="heldout_appear_disappear", num_videos=100, frames=36, objects=(2, 5),

@@ -18,7 +18,8 @@ backgrounds, occluding each other, entering and leaving the frame and coming bac
 as OUT_DIR/JPEGImages/<video>/<frame>.jpg plus OUT_DIR/annotations.json (YouTube-VIS format).
 The output is a pure function of the preset, the overrides and --seed.
 
-presets: tiny (tests), train, val, heldout_appear_disappear (frequent entries, exits, gaps).
+presets: tiny (tests), train, val, train_appear_disappear (tracker training with more entries,
+exits and gaps), heldout_appear_disappear (entries, exits and gaps are the rule).
 The train, val and held-out presets give each category a colour family (--class-hue 0.15): a
 small segmenter trained from scratch tells outline-only classes apart too slowly (issue #5);
 --class-hue 0 makes the outline the only class cue.

@@ -43,7 +43,7 @@ def test_shapes_fit_the_unit_disc_and_differ() -> None:
 
 
 def test_config_validation_and_presets() -> None:
-    assert {"tiny", "train", "val", "heldout_appear_disappear"} <= set(PRESETS)
+    assert {"tiny", "train", "val", "train_appear_disappear", "heldout_appear_disappear"} <= set(PRESETS)
     assert get_preset("train", num_videos=5).num_videos == 5
     with pytest.raises(KeyError, match="unknown synthetic preset"):
         get_preset("nope")
