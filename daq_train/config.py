@@ -6,8 +6,9 @@ their optimisers and schedules, checkpointing). Presets:
 * ``official`` -- the official recipe's numbers (R50-size inputs, 12544 points, 160k tracker
   iterations with the 2-frame phase until 10k, 15-frame refiner clips), for real datasets on GPUs;
 * ``small_cpu`` -- the shipped small model: 128-pixel inputs, fewer points (the mask output is
-  32x32), warm-up + poly decay, gradient clipping; 7000 / 6000 / 4000 iterations of the three
-  stages, about 90 minutes on two CPU cores (the shipped model's recipe, see its model card);
+  32x32), warm-up + poly decay, gradient clipping; 7000 / 14000 / 4000 iterations of the three
+  stages, about two hours on two CPU cores (the shipped model's recipe, with the tracker and
+  refiner on the ``train_appear_disappear`` synthetic preset: see its model card);
 * ``tiny_test`` -- a few iterations on 64-pixel inputs (tests).
 
 Derive variants with :meth:`TrainConfig.with_overrides` (``{"tracker.iters": 100}``) or write a
@@ -152,7 +153,7 @@ def _small_cpu() -> TrainConfig:
             optim=OptimConfig(base_lr=2e-4, backbone_multiplier=1.0, warmup_iters=300,
                               warmup_factor=0.001, schedule="poly", clip_grad_norm=1.0)),
         tracker=TrackerStageConfig(
-            iters=6000, full_clip_from=1000,
+            iters=14000, full_clip_from=1000,
             optim=OptimConfig(base_lr=1e-4, warmup_iters=100, warmup_factor=0.01, schedule="poly",
                               clip_grad_norm=1.0)),
         refiner=RefinerStageConfig(
