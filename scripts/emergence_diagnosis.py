@@ -40,6 +40,7 @@ from daq_model.postprocess import masks_to_output  # noqa: E402
 from daq_model.predictor import VideoPredictor  # noqa: E402
 from daq_model.tracker import foreground_score  # noqa: E402
 from pipeline.model_source import resolve_model  # noqa: E402
+from scripts.oracle_association import mask_iou  # noqa: E402
 from scripts.track_coverage import decode  # noqa: E402
 
 REASONS = ("tracked", "segmenter miss", "emerging mask miss", "emerging score low", "suppressed")
@@ -47,11 +48,7 @@ REASONS = ("tracked", "segmenter miss", "emerging mask miss", "emerging score lo
 
 def mask_ious(masks: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """(n, H, W) bool vs (H, W) bool -> (n,) IoU."""
-    if masks.shape[0] == 0:
-        return np.zeros(0)
-    inter = (masks & gt).reshape(masks.shape[0], -1).sum(1)
-    union = (masks | gt).reshape(masks.shape[0], -1).sum(1)
-    return inter / np.maximum(union, 1)
+    return mask_iou(masks.reshape(masks.shape[0], -1), gt.reshape(1, -1))[:, 0]
 
 
 @dataclasses.dataclass
@@ -71,19 +68,23 @@ def record_video(predictor: VideoPredictor, frames: np.ndarray, info: VideoInfo)
     geometry = session.geometry
     records: list[FrameRecord] = []
     original_step = tracker.step
-    trk = tracker.cfg.tracker
+    without_nms = dataclasses.replace(
+        tracker.cfg, tracker=dataclasses.replace(tracker.cfg.tracker, emerging_nms_iou=0.0))
 
     def step(seg_logits, seg_masks, seg_embeds, mask_features, layer_logits=False):
         result = original_step(seg_logits, seg_masks, seg_embeds, mask_features, layer_logits)
         out = result.output
-        fg = foreground_score(out.logits.float())
-        pre = fg > trk.inference_select_threshold
-        if trk.emerging_select_threshold is not None and out.num_tracks:
-            pre[out.num_tracks:] = fg[out.num_tracks:] > trk.emerging_select_threshold
+        # the tracker's own rule with the duplicate suppression off, for this same frame
+        cfg, tracker.cfg, tracker.num_frames = tracker.cfg, without_nms, tracker.num_frames - 1
+        try:
+            pre = tracker.validity(out, seg_logits)
+        finally:
+            tracker.cfg, tracker.num_frames = cfg, tracker.num_frames + 1
         records.append(FrameRecord(
             seg_fg=foreground_score(seg_logits.float()).cpu().numpy(),
             seg_masks=masks_to_output(seg_masks, geometry).cpu().numpy(),
-            row_fg=fg.cpu().numpy(), row_masks=masks_to_output(out.masks, geometry).cpu().numpy(),
+            row_fg=foreground_score(out.logits.float()).cpu().numpy(),
+            row_masks=masks_to_output(out.masks, geometry).cpu().numpy(),
             num_tracks=out.num_tracks, valid=result.valid.cpu().numpy(),
             threshold_valid=pre.cpu().numpy()))
         return result
