@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue #5, the paper's claim in miniature: three trackers on the same frozen segmenter with the
-# same budget (the small_cpu preset's tracker and refiner iterations), each evaluated online
+# same budget (the small_cpu preset's tracker and refiner iterations, on the shipped recipe's
+# tracker data runs/data/synth_train_ad), each evaluated online
 # (tracker masks) and offline (refiner masks) on the held-out appear/disappear set, on all objects
 # and on the objects that appear or disappear.
 #
@@ -9,15 +10,18 @@
 #   (c) + DAQ + EDS (the shipped recipe)              daq-label train ...
 #
 # Usage: scripts/ablation.sh SEGMENTER_MODEL.pt [OUT_DIR]     (variants: VARIANTS="a b c")
-# Data: runs/make_data.sh writes runs/data/synth_train and runs/data/synth_heldout.
-# The three variants are independent: run them side by side with THREADS=1 on a 2-core machine.
+# Data (README, "The paper's claim in miniature"):
+#   daq-label synth runs/data/synth_train_ad --preset train_appear_disappear --seed 4
+#   daq-label synth runs/data/synth_heldout --preset heldout_appear_disappear --seed 2
+# The three variants are independent: run them side by side with THREADS=1 on a 2-core machine
+# (measured: (a) and (b) side by side, about 85 minutes with evaluation).
 # scripts/ablation_table.py OUT_DIR prints the README table.
 set -euo pipefail
 
 SEG=${1:?segmenter checkpoint (RUN/segmenter/model.pt)}
 OUT=${2:-runs/ablation}
 D=${D:-.venv/bin/daq-label}
-TRAIN=${TRAIN:-runs/data/synth_train}
+TRAIN=${TRAIN:-runs/data/synth_train_ad}
 HELDOUT=${HELDOUT:-runs/data/synth_heldout}
 THREADS=${THREADS:-1}
 VARIANTS=${VARIANTS:-a b c}
