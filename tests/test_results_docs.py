@@ -7,6 +7,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+from pipeline.model_source import PRETRAINED_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results" / "ablation_v4"
 
@@ -27,7 +29,7 @@ def test_readme_ablation_table_is_the_committed_metrics() -> None:
 
 
 def test_ablation_row_c_is_the_shipped_model() -> None:
-    cards = sorted((ROOT / "daq_model" / "pretrained").glob("*.json"))
+    cards = sorted(PRETRAINED_DIR.glob("*.json"))
     assert len(cards) == 1, cards
     card = json.loads(cards[0].read_text())
     for mode in ("online", "offline"):
