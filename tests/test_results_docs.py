@@ -36,3 +36,32 @@ def test_ablation_row_c_is_the_shipped_model() -> None:
         for objects, key in (("all", f"heldout_{mode}"), ("appear-disappear", f"heldout_{mode}_appear_disappear")):
             measured = json.loads((RESULTS / "c" / "eval" / f"{mode}_{objects}.json").read_text())
             assert round(100 * measured["AP"], 2) == card["metrics"][key]["AP"], (mode, objects)
+
+
+def test_readme_seed_table_is_the_committed_metrics() -> None:
+    lines = _ablation_table_module().seed_table(RESULTS)
+    assert len(lines) == 2 + 3, "three variants"
+    readme = (ROOT / "README.md").read_text().splitlines()
+    for line in lines:
+        assert line in readme, f"README lacks the seed table line: {line}"
+
+
+def test_every_variant_has_a_complete_second_seed() -> None:
+    lines = _ablation_table_module().table(RESULTS, seed=43)
+    assert len(lines) == 2 + 6, "three variants x two modes at seed 43"
+
+
+def test_seed_table_means_over_seed_directories(tmp_path: Path) -> None:
+    module = _ablation_table_module()
+    for name, ap in (("a", 0.2), ("a_seed43", 0.3), ("a_seed7", 0.1), ("c_seed44", 0.5), ("c_seedx", 0.9)):
+        eval_dir = tmp_path / name / "eval"
+        eval_dir.mkdir(parents=True)
+        for mode in module.MODES:
+            for objects in ("all", "appear-disappear"):
+                (eval_dir / f"{mode}_{objects}.json").write_text(json.dumps({"AP": ap}))
+    (tmp_path / "b" / "eval").mkdir(parents=True)  # incomplete run: left out
+    lines = module.seed_table(tmp_path)
+    assert lines[2] == ("| (a) referring tracker, DVIS-style anchors | 7, 42, 43 | 20.0 (10.0, 20.0, 30.0) "
+                        "| 20.0 (10.0, 20.0, 30.0) | 20.0 (10.0, 20.0, 30.0) | 20.0 (10.0, 20.0, 30.0) |")
+    assert lines[3].startswith("| (c) + DAQ + EDS | 44 | 50.0 (50.0) |")
+    assert len(lines) == 4
