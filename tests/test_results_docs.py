@@ -20,12 +20,16 @@ def _ablation_table_module():
     return module
 
 
+def _assert_readme_quotes(lines: list[str], what: str) -> None:
+    readme = (ROOT / "README.md").read_text().splitlines()
+    for line in lines:
+        assert line in readme, f"README lacks the {what} line: {line}"
+
+
 def test_readme_ablation_table_is_the_committed_metrics() -> None:
     lines = _ablation_table_module().table(RESULTS)
     assert len(lines) == 2 + 6, "three variants x two modes"
-    readme = (ROOT / "README.md").read_text().splitlines()
-    for line in lines:
-        assert line in readme, f"README lacks the table line: {line}"
+    _assert_readme_quotes(lines, "table")
 
 
 def test_ablation_row_c_is_the_shipped_model() -> None:
@@ -41,9 +45,7 @@ def test_ablation_row_c_is_the_shipped_model() -> None:
 def test_readme_seed_table_is_the_committed_metrics() -> None:
     lines = _ablation_table_module().seed_table(RESULTS)
     assert len(lines) == 2 + 3, "three variants"
-    readme = (ROOT / "README.md").read_text().splitlines()
-    for line in lines:
-        assert line in readme, f"README lacks the seed table line: {line}"
+    _assert_readme_quotes(lines, "seed table")
 
 
 def test_every_variant_has_a_complete_second_seed() -> None:
