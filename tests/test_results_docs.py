@@ -67,3 +67,15 @@ def test_seed_table_means_over_seed_directories(tmp_path: Path) -> None:
                         "| 20.0 (10.0, 20.0, 30.0) | 20.0 (10.0, 20.0, 30.0) | 20.0 (10.0, 20.0, 30.0) |")
     assert lines[3].startswith("| (c) + DAQ + EDS | 44 | 50.0 (50.0) |")
     assert len(lines) == 4
+
+
+def test_longer_segmenter_experiment_quotes_its_metric_files() -> None:
+    folder = ROOT / "docs" / "results" / "segmenter_5000_more"
+    text = " ".join((folder / "README.md").read_text().split())
+    for mode in ("online", "offline"):
+        for objects in ("all", "appear-disappear"):
+            ap = json.loads((folder / "eval" / f"{mode}_{objects}.json").read_text())["AP"]
+            assert f"{100 * ap:.1f}" in text, (mode, objects)
+    dev_all = json.loads((folder / "dev" / "online_all.json").read_text())["AP"]
+    dev_ad = json.loads((folder / "dev" / "online_appear-disappear.json").read_text())["AP"]
+    assert f"scored {100 * dev_all:.2f}" in text and f"disappear: {100 * dev_ad:.1f}" in text
