@@ -19,6 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+def assert_run_evaluated(run: Path) -> None:
+    """scripts/evaluate_run.sh wrote an AP for both modes on all and on the appear/disappear objects."""
+    for mode in ("online", "offline"):
+        for objects in ("all", "appear-disappear"):
+            metrics = json.loads((run / "eval" / f"{mode}_{objects}.json").read_text())
+            assert 0.0 <= metrics["AP"] <= 1.0, (mode, objects)
+
+
 @pytest.mark.slow
 def test_ablation_seed_script_trains_and_scores_a_seeded_run(tmp_path: Path) -> None:
     daq_label = str(BIN / "daq-label")
@@ -38,10 +46,7 @@ def test_ablation_seed_script_trains_and_scores_a_seeded_run(tmp_path: Path) -> 
     assert train_cfg["tracker"]["daq"] is True
     assert not train_cfg["tracker"]["emergence_simulation"] and not train_cfg["tracker"]["disappearance_simulation"]
     assert yaml.safe_load((run / "model_config.yaml").read_text())["daq_config"]["tracker"]["mode"] == "daq"
-    for mode in ("online", "offline"):
-        for objects in ("all", "appear-disappear"):
-            metrics = json.loads((run / "eval" / f"{mode}_{objects}.json").read_text())
-            assert 0.0 <= metrics["AP"] <= 1.0
+    assert_run_evaluated(run)
     lines = _ablation_table_module().seed_table(tmp_path / "out")
     assert len(lines) == 3 and lines[2].startswith("| (b) + DAQ | 7 |")
 
