@@ -60,6 +60,9 @@ class TrackerStageConfig:
     supervised on its old track instead of on an emerging query.
     ``simulated_disappearance_main_negative`` reproduces the official aliasing quirk (the simulated
     disappeared object is also a negative of the main branch in frames with a real disappearance).
+    ``emerging_positive_weight`` (not official, 1 there): in frames after the first, the class
+    loss of an object picked up by an emerging anchor query weighs this many times a tracked
+    object's (the emerging queries otherwise learn mostly "no object").
     """
 
     iters: int = 160000
@@ -74,12 +77,16 @@ class TrackerStageConfig:
     simulated_disappearance_main_negative: bool = False
     full_clip_emergence_drop: float = 0.0
     keep_disappeared_tracks: bool = False
+    emerging_positive_weight: float = 1.0
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=(112000,)))
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.full_clip_emergence_drop < 1.0:
             raise ValueError("tracker.full_clip_emergence_drop must be in [0, 1), got "
                              f"{self.full_clip_emergence_drop}")
+        if not self.emerging_positive_weight > 0:
+            raise ValueError("tracker.emerging_positive_weight must be > 0, got "
+                             f"{self.emerging_positive_weight}")
 
 
 @dataclass(frozen=True)

@@ -129,22 +129,28 @@ class FrameOutput:
 
     ``logits``/``masks``: per layer ``(R, K+1)`` / ``(R, h, w)``, last = final. ``indices``: (row,
     GT) pairs. ``negatives``: GT indices whose pairs are supervised as "no object" even if valid
-    (the simulated disappearance).
+    (the simulated disappearance). ``first_emerging_row``: rows from this one on are emerging
+    anchor queries (``None``: the frame has none, or they are not told apart).
     """
 
     logits: list[Tensor]
     masks: list[Tensor]
     indices: tuple[Tensor, Tensor]
     negatives: list[int] = field(default_factory=list)
+    first_emerging_row: int | None = None
 
 
 def clip_losses(outputs: Sequence[FrameOutput], targets: Sequence[FrameTarget], num_classes: int,
-                weights: LossWeights, points: PointLossSettings) -> dict[str, Tensor]:
+                weights: LossWeights, points: PointLossSettings,
+                emerging_positive_weight: float = 1.0) -> dict[str, Tensor]:
     """``DAQCriterion``: losses of one branch over a clip, deep-supervised with fixed matchings.
 
     Positives of a frame are its pairs whose GT is valid in that frame and not in ``negatives``;
     every other row is "no object". Classification is one weighted CE over all rows of all frames;
     ``num_masks`` is the number of pairs over the clip (invalid ones included), at least 1.
+    ``emerging_positive_weight`` (not official; 1 = the official loss) multiplies the class weight
+    of every positive on an emerging row (``FrameOutput.first_emerging_row``): an object that
+    enters is the emerging queries' only positive, rare beside their "no object" rows.
     """
     if len(outputs) != len(targets):
         raise ValueError(f"{len(outputs)} frame outputs for {len(targets)} frame targets")
@@ -165,6 +171,7 @@ def clip_losses(outputs: Sequence[FrameOutput], targets: Sequence[FrameTarget], 
 
     device = outputs[0].logits[-1].device
     weight = empty_weight(num_classes, weights.no_object_weight, device)
+    sample_weight = _emerging_positive_weights(outputs, positives, emerging_positive_weight, device)
     losses: dict[str, Tensor] = {}
     for layer in range(num_layers):
         all_logits, all_classes, src, tgt_masks = [], [], [], []
@@ -178,13 +185,30 @@ def clip_losses(outputs: Sequence[FrameOutput], targets: Sequence[FrameTarget], 
             tgt_masks.append(tgt.masks[cols.to(tgt.masks.device)])
         suffix = _suffix(layer, num_layers)
         losses["loss_ce" + suffix] = classification_loss(torch.cat(all_logits), torch.cat(all_classes),
-                                                         weight)
+                                                         weight, sample_weight)
         src_cat = torch.cat(src)
         loss_mask, loss_dice = point_mask_losses(
             src_cat, _cat_targets(tgt_masks, src_cat.dtype).to(device), num_masks, points)
         losses["loss_mask" + suffix] = loss_mask
         losses["loss_dice" + suffix] = loss_dice
     return losses
+
+
+def _emerging_positive_weights(outputs: Sequence[FrameOutput],
+                               positives: Sequence[tuple[Tensor, Tensor]], factor: float,
+                               device: torch.device) -> Tensor | None:
+    """Per-row CE multipliers over the clip's concatenated rows (``factor`` on positive emerging
+    rows, 1 elsewhere), or ``None`` where nothing is re-weighted."""
+    if factor == 1.0:
+        return None
+    per_frame = []
+    for out, (rows, _cols) in zip(outputs, positives):
+        w = torch.ones(out.logits[-1].shape[0], device=device)
+        if out.first_emerging_row is not None:
+            rows = rows.to(device)
+            w[rows[rows >= out.first_emerging_row]] = factor
+        per_frame.append(w)
+    return torch.cat(per_frame)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -65,15 +65,22 @@ def pairwise_dice_cost(logits: Tensor, labels: Tensor) -> Tensor:
     return 1 - (numerator + 1) / (denominator + 1)
 
 
-def classification_loss(logits: Tensor, target_classes: Tensor, class_weight: Tensor) -> Tensor:
+def classification_loss(logits: Tensor, target_classes: Tensor, class_weight: Tensor,
+                        sample_weight: Tensor | None = None) -> Tensor:
     """Weighted cross-entropy: ``(N, K+1)`` logits, ``(N,)`` targets in ``0..K`` -> scalar.
 
-    The weighted mean ``sum_i w[y_i] * ce_i / sum_i w[y_i]`` (``F.cross_entropy`` with ``weight``).
+    The weighted mean ``sum_i w_i * ce_i / sum_i w_i`` with ``w_i = class_weight[y_i]``
+    (``F.cross_entropy`` with ``weight``), times ``sample_weight[i]`` where one is given.
     An empty input gives a zero that still depends on ``logits`` (so backward works).
     """
     if logits.shape[0] == 0:
         return logits.sum() * 0.0
-    return F.cross_entropy(logits.float(), target_classes, weight=class_weight.to(logits.device))
+    class_weight = class_weight.to(logits.device)
+    if sample_weight is None:
+        return F.cross_entropy(logits.float(), target_classes, weight=class_weight)
+    weight = class_weight[target_classes] * sample_weight.to(logits.device, torch.float32)
+    per_row = F.cross_entropy(logits.float(), target_classes, reduction="none")
+    return (weight * per_row).sum() / weight.sum().clamp_min(1e-12)
 
 
 @dataclass(frozen=True)

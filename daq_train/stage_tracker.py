@@ -22,7 +22,9 @@ One step = one clip:
    carried object is hidden from the slot branch (its segmenter queries masked out of the slot
    cross-attention) and the slot branch must call it "no object" (disappearance simulation);
 5. losses: the DAQ clip loss over all frames for the main branch (input + every layer), and over
-   frames >= 1 for the slot branch (every layer, targets = the carried pairs), weighted 2/5/5.
+   frames >= 1 for the slot branch (every layer, targets = the carried pairs), weighted 2/5/5;
+   in frames >= 1 a positive on an emerging row has its class weight multiplied by
+   ``emerging_positive_weight`` (1 = official).
 
 ``tracker.daq = false`` trains the referring-tracker baseline instead (steps 2-5 replaced by
 :func:`daq_train.stage_referring.referring_clip`; the model config must have
@@ -156,7 +158,8 @@ class TrackerLoss(Stateful):
             self.stats = {}
         else:
             main_out, slot_out = self.track_clip(seg, frame_targets, matches, full)
-        losses = clip_losses(main_out, frame_targets, self.num_classes, self.weights, self.points)
+        losses = clip_losses(main_out, frame_targets, self.num_classes, self.weights, self.points,
+                             self.cfg.emerging_positive_weight)
         result = {k: v * self.weights.for_key(k) for k, v in losses.items()}
         if slot_out:
             slot = clip_losses(slot_out, frame_targets[1:], self.num_classes, self.weights, self.points)
@@ -196,7 +199,8 @@ class TrackerLoss(Stateful):
             main_neg = list(disappeared)
             if simulated is not None and disappeared and self.cfg.simulated_disappearance_main_negative:
                 main_neg.append(simulated)
-            main_out.append(FrameOutput(step.main_logits, step.main_masks, indices, main_neg))
+            main_out.append(FrameOutput(step.main_logits, step.main_masks, indices, main_neg,
+                                        first_emerging_row=out.num_tracks if t > 0 else None))
             if t > 0:
                 slot_neg = disappeared + ([simulated] if simulated is not None else [])
                 slot_out.append(FrameOutput(step.slot_logits, step.slot_masks, tracks.carried, slot_neg))

@@ -93,6 +93,19 @@ def test_classification_loss_weights_no_object() -> None:
     assert classification_loss(logits, targets, weight).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_classification_loss_sample_weights_scale_the_weighted_mean() -> None:
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 3.0, 0.0]])
+    targets = torch.tensor([0, 2, 1])
+    weight = empty_weight(2, 0.1)
+    per_row = torch.nn.functional.cross_entropy(logits, targets, reduction="none").tolist()
+    w = [1.0 * 4.0, 0.1 * 1.0, 1.0 * 0.5]
+    expected = sum(a * b for a, b in zip(w, per_row)) / sum(w)
+    got = classification_loss(logits, targets, weight, torch.tensor([4.0, 1.0, 0.5]))
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    ones = classification_loss(logits, targets, weight, torch.ones(3))
+    assert ones.item() == pytest.approx(classification_loss(logits, targets, weight).item(), rel=1e-6)
+
+
 def test_point_mask_losses_on_constant_masks() -> None:
     torch.manual_seed(2)
     pred = torch.full((2, 8, 8), 1.5, requires_grad=True)
@@ -170,6 +183,28 @@ def test_clip_losses_deep_supervision_uses_same_matching() -> None:
     losses = clip_losses([out], [target], 2, LossWeights(), PointLossSettings(num_points=16))
     assert losses["loss_ce"].item() < 1e-3
     assert losses["loss_ce_0"].item() > 5  # not re-matched: row 0 must say class 1
+
+
+def test_clip_losses_emerging_positive_weight_only_reweights_emerging_positives() -> None:
+    # frame 1 of a clip: row 0 carries GT 0, rows 1-2 are emerging queries, row 1 picks up GT 1
+    target = FrameTarget(labels=torch.tensor([0, 1]), masks=torch.ones(2, 8, 8),
+                         valid=torch.tensor([True, True]))
+    logits = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 2.0]])
+    masks = torch.full((3, 4, 4), 2.0)
+    indices = (torch.tensor([0, 1]), torch.tensor([0, 1]))
+    settings = PointLossSettings(num_points=16, oversample_ratio=1.0, importance_sample_ratio=0.0)
+    ce = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2]), reduction="none").tolist()
+
+    def loss_ce(first_emerging_row, factor) -> float:
+        out = FrameOutput([logits], [masks], indices, first_emerging_row=first_emerging_row)
+        return clip_losses([out], [target], 2, LossWeights(), settings, factor)["loss_ce"].item()
+
+    official = (ce[0] + ce[1] + 0.1 * ce[2]) / 2.1
+    assert loss_ce(1, 1.0) == pytest.approx(official, rel=1e-6)
+    assert loss_ce(None, 5.0) == pytest.approx(official, rel=1e-6)  # no emerging rows named
+    assert loss_ce(1, 5.0) == pytest.approx((ce[0] + 5 * ce[1] + 0.1 * ce[2]) / 6.1, rel=1e-6)
+    # the carried row's positive is not emerging; the unmatched emerging row stays "no object"
+    assert loss_ce(2, 5.0) == pytest.approx(official, rel=1e-6)
 
 
 def test_video_criterion_fixed_vs_self_matching() -> None:

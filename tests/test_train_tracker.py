@@ -158,6 +158,31 @@ def test_disappearance_simulation_needs_more_than_three_tracks(setup: dict) -> N
     assert seen == {0, 1, 2, 3}
 
 
+def test_emerging_rows_are_named_for_the_emerging_positive_weight(setup: dict, monkeypatch) -> None:
+    import daq_train.stage_tracker as stage_tracker
+
+    calls = []
+    real = stage_tracker.clip_losses
+
+    def spy(outputs, targets, num_classes, weights, points, emerging_positive_weight=1.0):
+        calls.append((outputs, emerging_positive_weight))
+        return real(outputs, targets, num_classes, weights, points, emerging_positive_weight)
+
+    monkeypatch.setattr(stage_tracker, "clip_losses", spy)
+    cfg = CFG.with_overrides({"tracker.full_clip_from": 0, "tracker.emerging_positive_weight": 4.0})
+    model = _tracker_model(setup)
+    loss = TrackerLoss(model, make_sampler(setup["datasets"], cfg, setup["model_cfg"], "tracker"), cfg)
+    loss(5)
+    (main, factor), (slot, slot_factor) = calls  # main branch, then slot branch
+    assert factor == 4.0 and slot_factor == 1.0  # only the main branch has emerging queries
+    assert main[0].first_emerging_row is None  # frame 0: segmenter queries, no carried tracks
+    for out in main[1:]:
+        rows = out.logits[-1].shape[0]
+        assert out.first_emerging_row == rows - model.tracker.num_new_ins
+    with pytest.raises(ValueError, match="emerging_positive_weight"):
+        CFG.with_overrides({"tracker.emerging_positive_weight": 0.0})
+
+
 def test_tracker_overfits_a_fixed_clip(setup: dict) -> None:
     cfg = CFG.with_overrides({"tracker.full_clip_from": 0})
     torch.manual_seed(0)
