@@ -79,3 +79,21 @@ def test_longer_segmenter_experiment_quotes_its_metric_files() -> None:
     dev_all = json.loads((folder / "dev" / "online_all.json").read_text())["AP"]
     dev_ad = json.loads((folder / "dev" / "online_appear-disappear.json").read_text())["AP"]
     assert f"scored {100 * dev_all:.2f}" in text and f"disappear: {100 * dev_ad:.1f}" in text
+
+
+def test_emerging_weight_experiment_quotes_its_metric_files() -> None:
+    folder = ROOT / "docs" / "results" / "emerging_positive_weight"
+    text = " ".join((folder / "README.md").read_text().split())
+    for run in ("dev", "dev_shipped"):
+        for objects, digits in (("all", 2), ("appear-disappear", 2)):
+            metrics = json.loads((folder / run / f"online_{objects}.json").read_text())
+            assert f"| {100 * metrics['AP']:.{digits}f} |" in text, (run, objects)
+        ap50 = json.loads((folder / run / "online_all.json").read_text())["AP50"]
+        assert f"| {100 * ap50:.1f} |" in text, run
+        tracking = json.loads((folder / run / "online_appear-disappear.json").read_text())["tracking"]
+        new = tracking["pickup_new_objects"]
+        assert (f"| {new['never_picked_up']} / {new['objects']} | {new['mean_latency_frames']:.2f} "
+                f"| {tracking['id_switches']} |") in text, run
+    for run, tracks_per_frame in (("dev", ("19.7", "20.8")), ("dev_shipped", ("10.7", "11.7"))):
+        coverage = (folder / run / "coverage.txt").read_text()
+        assert all(f"tracks per frame {t}" in coverage for t in tracks_per_frame), run
