@@ -48,9 +48,10 @@ def test_readme_seed_table_is_the_committed_metrics() -> None:
     _assert_readme_quotes(lines, "seed table")
 
 
-def test_every_variant_has_a_complete_second_seed() -> None:
-    lines = _ablation_table_module().table(RESULTS, seed=43)
-    assert len(lines) == 2 + 6, "three variants x two modes at seed 43"
+def test_every_variant_has_complete_second_and_third_seeds() -> None:
+    for seed in (43, 44):
+        lines = _ablation_table_module().table(RESULTS, seed=seed)
+        assert len(lines) == 2 + 6, f"three variants x two modes at seed {seed}"
 
 
 def test_seed_table_means_over_seed_directories(tmp_path: Path) -> None:
