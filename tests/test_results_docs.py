@@ -98,3 +98,17 @@ def test_emerging_weight_experiment_quotes_its_metric_files() -> None:
     for run, tracks_per_frame in (("dev", ("19.7", "20.8")), ("dev_shipped", ("10.7", "11.7"))):
         coverage = (folder / run / "coverage.txt").read_text()
         assert all(f"tracks per frame {t}" in coverage for t in tracks_per_frame), run
+
+
+def test_emerging_weight_inference_rules_table_is_its_metric_files() -> None:
+    folder = ROOT / "docs" / "results" / "emerging_positive_weight"
+    text = " ".join((folder / "README.md").read_text().split())
+    runs = sorted(p.name[: -len("_all.json")] for p in (folder / "dev_inference").glob("*_all.json"))
+    assert len(runs) == 4, runs
+    for run in runs:
+        everything = json.loads((folder / "dev_inference" / f"{run}_all.json").read_text())
+        ad = json.loads((folder / "dev_inference" / f"{run}_appear-disappear.json").read_text())
+        new = ad["tracking"]["pickup_new_objects"]
+        row = (f"| {100 * everything['AP']:.2f} | {100 * everything['AP50']:.1f} | {100 * ad['AP']:.2f} "
+               f"| {new['never_picked_up']} / {new['objects']} | {ad['tracking']['id_switches']} |")
+        assert row in text, (run, row)
