@@ -112,3 +112,17 @@ def test_emerging_weight_inference_rules_table_is_its_metric_files() -> None:
         row = (f"| {100 * everything['AP']:.2f} | {100 * everything['AP50']:.1f} | {100 * ad['AP']:.2f} "
                f"| {new['never_picked_up']} / {new['objects']} | {ad['tracking']['id_switches']} |")
         assert row in text, (run, row)
+
+
+def test_emerging_weight_heldout_check_quotes_its_metric_files() -> None:
+    folder = ROOT / "docs" / "results" / "emerging_positive_weight"
+    text = " ".join((folder / "README.md").read_text().split())
+    files = {p.name: json.loads(p.read_text()) for p in (folder / "heldout_inference").glob("*.json")}
+    assert len(files) == 2, sorted(files)
+    everything = next(v for k, v in files.items() if k.endswith("_all.json"))
+    ad = next(v for k, v in files.items() if k.endswith("_appear-disappear.json"))
+    new = ad["tracking"]["pickup_new_objects"]
+    assert f"AP {100 * everything['AP']:.2f} against" in text
+    assert f"a/d {100 * ad['AP']:.2f} against" in text
+    assert f"{new['never_picked_up']} of {new['objects']} late objects never picked up" in text
+    assert f"{ad['tracking']['id_switches']} ID switches on a/d objects" in text
