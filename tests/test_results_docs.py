@@ -11,6 +11,7 @@ from pipeline.model_source import PRETRAINED_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results" / "ablation_v4"
+EMERGING = "emerging_positive_weight"
 
 
 def _ablation_table_module():
@@ -35,10 +36,10 @@ def test_readme_ablation_table_is_the_committed_metrics() -> None:
 def test_ablation_row_c_is_the_shipped_model() -> None:
     cards = sorted(PRETRAINED_DIR.glob("*.json"))
     assert len(cards) == 1, cards
-    card = json.loads(cards[0].read_text())
+    card = _metrics(cards[0])
     for mode in ("online", "offline"):
         for objects, key in (("all", f"heldout_{mode}"), ("appear-disappear", f"heldout_{mode}_appear_disappear")):
-            measured = json.loads((RESULTS / "c" / "eval" / f"{mode}_{objects}.json").read_text())
+            measured = _metrics(RESULTS / "c" / "eval" / f"{mode}_{objects}.json")
             assert round(100 * measured["AP"], 2) == card["metrics"][key]["AP"], (mode, objects)
 
 
@@ -70,28 +71,37 @@ def test_seed_table_means_over_seed_directories(tmp_path: Path) -> None:
     assert len(lines) == 4
 
 
+def _results_readme(name: str) -> str:
+    """``docs/results/<name>/README.md`` with its whitespace collapsed (quotes may wrap lines)."""
+    return " ".join((ROOT / "docs" / "results" / name / "README.md").read_text().split())
+
+
+def _metrics(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
 def test_longer_segmenter_experiment_quotes_its_metric_files() -> None:
     folder = ROOT / "docs" / "results" / "segmenter_5000_more"
-    text = " ".join((folder / "README.md").read_text().split())
+    text = _results_readme("segmenter_5000_more")
     for mode in ("online", "offline"):
         for objects in ("all", "appear-disappear"):
-            ap = json.loads((folder / "eval" / f"{mode}_{objects}.json").read_text())["AP"]
+            ap = _metrics(folder / "eval" / f"{mode}_{objects}.json")["AP"]
             assert f"{100 * ap:.1f}" in text, (mode, objects)
-    dev_all = json.loads((folder / "dev" / "online_all.json").read_text())["AP"]
-    dev_ad = json.loads((folder / "dev" / "online_appear-disappear.json").read_text())["AP"]
+    dev_all = _metrics(folder / "dev" / "online_all.json")["AP"]
+    dev_ad = _metrics(folder / "dev" / "online_appear-disappear.json")["AP"]
     assert f"scored {100 * dev_all:.2f}" in text and f"disappear: {100 * dev_ad:.1f}" in text
 
 
 def test_emerging_weight_experiment_quotes_its_metric_files() -> None:
-    folder = ROOT / "docs" / "results" / "emerging_positive_weight"
-    text = " ".join((folder / "README.md").read_text().split())
+    folder = ROOT / "docs" / "results" / EMERGING
+    text = _results_readme(EMERGING)
     for run in ("dev", "dev_shipped"):
-        for objects, digits in (("all", 2), ("appear-disappear", 2)):
-            metrics = json.loads((folder / run / f"online_{objects}.json").read_text())
-            assert f"| {100 * metrics['AP']:.{digits}f} |" in text, (run, objects)
-        ap50 = json.loads((folder / run / "online_all.json").read_text())["AP50"]
+        for objects in ("all", "appear-disappear"):
+            metrics = _metrics(folder / run / f"online_{objects}.json")
+            assert f"| {100 * metrics['AP']:.2f} |" in text, (run, objects)
+        ap50 = _metrics(folder / run / "online_all.json")["AP50"]
         assert f"| {100 * ap50:.1f} |" in text, run
-        tracking = json.loads((folder / run / "online_appear-disappear.json").read_text())["tracking"]
+        tracking = _metrics(folder / run / "online_appear-disappear.json")["tracking"]
         new = tracking["pickup_new_objects"]
         assert (f"| {new['never_picked_up']} / {new['objects']} | {new['mean_latency_frames']:.2f} "
                 f"| {tracking['id_switches']} |") in text, run
@@ -101,13 +111,13 @@ def test_emerging_weight_experiment_quotes_its_metric_files() -> None:
 
 
 def test_emerging_weight_inference_rules_table_is_its_metric_files() -> None:
-    folder = ROOT / "docs" / "results" / "emerging_positive_weight"
-    text = " ".join((folder / "README.md").read_text().split())
+    folder = ROOT / "docs" / "results" / EMERGING
+    text = _results_readme(EMERGING)
     runs = sorted(p.name[: -len("_all.json")] for p in (folder / "dev_inference").glob("*_all.json"))
     assert len(runs) == 4, runs
     for run in runs:
-        everything = json.loads((folder / "dev_inference" / f"{run}_all.json").read_text())
-        ad = json.loads((folder / "dev_inference" / f"{run}_appear-disappear.json").read_text())
+        everything = _metrics(folder / "dev_inference" / f"{run}_all.json")
+        ad = _metrics(folder / "dev_inference" / f"{run}_appear-disappear.json")
         new = ad["tracking"]["pickup_new_objects"]
         row = (f"| {100 * everything['AP']:.2f} | {100 * everything['AP50']:.1f} | {100 * ad['AP']:.2f} "
                f"| {new['never_picked_up']} / {new['objects']} | {ad['tracking']['id_switches']} |")
@@ -115,9 +125,9 @@ def test_emerging_weight_inference_rules_table_is_its_metric_files() -> None:
 
 
 def test_emerging_weight_heldout_check_quotes_its_metric_files() -> None:
-    folder = ROOT / "docs" / "results" / "emerging_positive_weight"
-    text = " ".join((folder / "README.md").read_text().split())
-    files = {p.name: json.loads(p.read_text()) for p in (folder / "heldout_inference").glob("*.json")}
+    folder = ROOT / "docs" / "results" / EMERGING
+    text = _results_readme(EMERGING)
+    files = {p.name: _metrics(p) for p in (folder / "heldout_inference").glob("*.json")}
     assert len(files) == 2, sorted(files)
     everything = next(v for k, v in files.items() if k.endswith("_all.json"))
     ad = next(v for k, v in files.items() if k.endswith("_appear-disappear.json"))
