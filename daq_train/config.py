@@ -63,6 +63,10 @@ class TrackerStageConfig:
     ``emerging_positive_weight`` (not official, 1 there): in frames after the first, the class
     loss of an object picked up by an emerging anchor query weighs this many times a tracked
     object's (the emerging queries otherwise learn mostly "no object").
+    ``emerging_duplicate_weight`` (not official, 1 there): in frames after the first, an emerging
+    row that is "no object" but whose mask (logit > 0) has IoU >= ``emerging_duplicate_iou`` with
+    an object that another row of the frame is supervised on (a duplicate, carried or newly
+    picked up) weighs this many times in the class loss (emerging queries learn where not to fire).
     """
 
     iters: int = 160000
@@ -78,6 +82,8 @@ class TrackerStageConfig:
     full_clip_emergence_drop: float = 0.0
     keep_disappeared_tracks: bool = False
     emerging_positive_weight: float = 1.0
+    emerging_duplicate_weight: float = 1.0
+    emerging_duplicate_iou: float = 0.5
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=(112000,)))
 
     def __post_init__(self) -> None:
@@ -87,6 +93,12 @@ class TrackerStageConfig:
         if not self.emerging_positive_weight > 0:
             raise ValueError("tracker.emerging_positive_weight must be > 0, got "
                              f"{self.emerging_positive_weight}")
+        if not self.emerging_duplicate_weight > 0:
+            raise ValueError("tracker.emerging_duplicate_weight must be > 0, got "
+                             f"{self.emerging_duplicate_weight}")
+        if not 0.0 < self.emerging_duplicate_iou <= 1.0:
+            raise ValueError("tracker.emerging_duplicate_iou must be in (0, 1], got "
+                             f"{self.emerging_duplicate_iou}")
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,8 @@ class FrameOutput:
     GT) pairs. ``negatives``: GT indices whose pairs are supervised as "no object" even if valid
     (the simulated disappearance). ``first_emerging_row``: rows from this one on are emerging
     anchor queries (``None``: the frame has none, or they are not told apart).
+    ``duplicate_rows``: "no object" rows that duplicate a positive (see
+    :func:`duplicate_emerging_rows`), re-weighted by ``clip_losses``' ``emerging_duplicate_weight``.
     """
 
     logits: list[Tensor]
@@ -138,11 +140,13 @@ class FrameOutput:
     indices: tuple[Tensor, Tensor]
     negatives: list[int] = field(default_factory=list)
     first_emerging_row: int | None = None
+    duplicate_rows: Tensor | None = None
 
 
 def clip_losses(outputs: Sequence[FrameOutput], targets: Sequence[FrameTarget], num_classes: int,
                 weights: LossWeights, points: PointLossSettings,
-                emerging_positive_weight: float = 1.0) -> dict[str, Tensor]:
+                emerging_positive_weight: float = 1.0,
+                emerging_duplicate_weight: float = 1.0) -> dict[str, Tensor]:
     """``DAQCriterion``: losses of one branch over a clip, deep-supervised with fixed matchings.
 
     Positives of a frame are its pairs whose GT is valid in that frame and not in ``negatives``;
@@ -151,6 +155,8 @@ def clip_losses(outputs: Sequence[FrameOutput], targets: Sequence[FrameTarget], 
     ``emerging_positive_weight`` (not official; 1 = the official loss) multiplies the class weight
     of every positive on an emerging row (``FrameOutput.first_emerging_row``): an object that
     enters is the emerging queries' only positive, rare beside their "no object" rows.
+    ``emerging_duplicate_weight`` (not official; 1 = official) multiplies the class weight of the
+    rows in ``FrameOutput.duplicate_rows`` that are not positives.
     """
     if len(outputs) != len(targets):
         raise ValueError(f"{len(outputs)} frame outputs for {len(targets)} frame targets")
@@ -171,7 +177,8 @@ def clip_losses(outputs: Sequence[FrameOutput], targets: Sequence[FrameTarget], 
 
     device = outputs[0].logits[-1].device
     weight = empty_weight(num_classes, weights.no_object_weight, device)
-    sample_weight = _emerging_positive_weights(outputs, positives, emerging_positive_weight, device)
+    sample_weight = _row_weights(outputs, positives, emerging_positive_weight,
+                                 emerging_duplicate_weight, device)
     losses: dict[str, Tensor] = {}
     for layer in range(num_layers):
         all_logits, all_classes, src, tgt_masks = [], [], [], []
@@ -194,21 +201,53 @@ def clip_losses(outputs: Sequence[FrameOutput], targets: Sequence[FrameTarget], 
     return losses
 
 
-def _emerging_positive_weights(outputs: Sequence[FrameOutput],
-                               positives: Sequence[tuple[Tensor, Tensor]], factor: float,
-                               device: torch.device) -> Tensor | None:
-    """Per-row CE multipliers over the clip's concatenated rows (``factor`` on positive emerging
-    rows, 1 elsewhere), or ``None`` where nothing is re-weighted."""
-    if factor == 1.0:
+def _row_weights(outputs: Sequence[FrameOutput], positives: Sequence[tuple[Tensor, Tensor]],
+                 positive_factor: float, duplicate_factor: float, device: torch.device
+                 ) -> Tensor | None:
+    """Per-row CE multipliers over the clip's concatenated rows: ``positive_factor`` on positive
+    emerging rows, ``duplicate_factor`` on duplicate rows that are not positives, 1 elsewhere;
+    ``None`` where nothing is re-weighted."""
+    if positive_factor == 1.0 and duplicate_factor == 1.0:
         return None
     per_frame = []
     for out, (rows, _cols) in zip(outputs, positives):
         w = torch.ones(out.logits[-1].shape[0], device=device)
+        if out.duplicate_rows is not None and out.duplicate_rows.numel():
+            w[out.duplicate_rows.to(device)] = duplicate_factor
+        rows = rows.to(device)
+        w[rows] = 1.0
         if out.first_emerging_row is not None:
-            rows = rows.to(device)
-            w[rows[rows >= out.first_emerging_row]] = factor
+            w[rows[rows >= out.first_emerging_row]] = positive_factor
         per_frame.append(w)
     return torch.cat(per_frame)
+
+
+def duplicate_emerging_rows(masks: Tensor, first_emerging_row: int, positive_rows: Tensor,
+                            positive_targets: Tensor, iou_threshold: float) -> Tensor:
+    """Emerging rows (``>= first_emerging_row``, not in ``positive_rows``) whose mask (``(R, h, w)``
+    logits > 0, resized to the targets' size) has IoU >= ``iou_threshold`` with one of
+    ``positive_targets`` ``(P, H, W)``, the masks of the objects other rows are supervised on."""
+    empty = torch.zeros(0, dtype=torch.int64, device=masks.device)
+    num_rows = masks.shape[0]
+    if first_emerging_row >= num_rows or positive_targets.shape[0] == 0:
+        return empty
+    candidates = torch.ones(num_rows, dtype=torch.bool, device=masks.device)
+    candidates[:first_emerging_row] = False
+    candidates[positive_rows.to(masks.device)] = False
+    rows = torch.nonzero(candidates).squeeze(1)
+    if rows.numel() == 0:
+        return empty
+    with torch.no_grad():
+        pred = masks[rows].detach().float()
+        if pred.shape[-2:] != positive_targets.shape[-2:]:
+            pred = torch.nn.functional.interpolate(pred[None], size=positive_targets.shape[-2:],
+                                                   mode="bilinear", align_corners=False)[0]
+        pred = (pred > 0).flatten(1).float()
+        gt = (positive_targets.to(masks.device) > 0.5).flatten(1).float()
+        inter = pred @ gt.T
+        union = pred.sum(1, keepdim=True) + gt.sum(1)[None, :] - inter
+        iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.zeros_like(inter))
+    return rows[(iou >= iou_threshold).any(1)]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ One step = one clip:
 5. losses: the DAQ clip loss over all frames for the main branch (input + every layer), and over
    frames >= 1 for the slot branch (every layer, targets = the carried pairs), weighted 2/5/5;
    in frames >= 1 a positive on an emerging row has its class weight multiplied by
-   ``emerging_positive_weight`` (1 = official).
+   ``emerging_positive_weight``, and a "no object" emerging row whose mask duplicates a positive
+   of the frame (IoU >= ``emerging_duplicate_iou``) by ``emerging_duplicate_weight`` (1 = official).
 
 ``tracker.daq = false`` trains the referring-tracker baseline instead (steps 2-5 replaced by
 :func:`daq_train.stage_referring.referring_clip`; the model config must have
@@ -54,7 +55,7 @@ from torch import Tensor
 from daq_model.dvis_daq import DVISDAQ
 from daq_model.track_state import TrackRecord, ema_anchor_update
 from daq_train.config import TrainConfig
-from daq_train.criterion import FrameOutput, FrameTarget, clip_losses
+from daq_train.criterion import FrameOutput, FrameTarget, clip_losses, duplicate_emerging_rows
 from daq_train.data import select_frames
 from daq_train.engine import Stateful
 from daq_train.matcher import FrameMatch, foreground_score, match_frame, match_new_instances
@@ -159,7 +160,7 @@ class TrackerLoss(Stateful):
         else:
             main_out, slot_out = self.track_clip(seg, frame_targets, matches, full)
         losses = clip_losses(main_out, frame_targets, self.num_classes, self.weights, self.points,
-                             self.cfg.emerging_positive_weight)
+                             self.cfg.emerging_positive_weight, self.cfg.emerging_duplicate_weight)
         result = {k: v * self.weights.for_key(k) for k, v in losses.items()}
         if slot_out:
             slot = clip_losses(slot_out, frame_targets[1:], self.num_classes, self.weights, self.points)
@@ -179,7 +180,7 @@ class TrackerLoss(Stateful):
         tracks = Tracks(None, [], empty)
         main_out: list[FrameOutput] = []
         slot_out: list[FrameOutput] = []
-        hidden_count = 0
+        hidden_count, duplicate_count = 0, 0
         for t, target in enumerate(frame_targets):
             valid_now = target.valid.bool()
             disappeared = [int(g) for g in tracks.carried[1].tolist() if not bool(valid_now[g])]
@@ -199,14 +200,32 @@ class TrackerLoss(Stateful):
             main_neg = list(disappeared)
             if simulated is not None and disappeared and self.cfg.simulated_disappearance_main_negative:
                 main_neg.append(simulated)
+            duplicates = None
+            if t > 0 and self.cfg.emerging_duplicate_weight != 1.0:
+                duplicates = self._duplicates(step.main_masks[-1], out.num_tracks, indices, target,
+                                              main_neg)
+                duplicate_count += int(duplicates.numel())
             main_out.append(FrameOutput(step.main_logits, step.main_masks, indices, main_neg,
-                                        first_emerging_row=out.num_tracks if t > 0 else None))
+                                        first_emerging_row=out.num_tracks if t > 0 else None,
+                                        duplicate_rows=duplicates))
             if t > 0:
                 slot_neg = disappeared + ([simulated] if simulated is not None else [])
                 slot_out.append(FrameOutput(step.slot_logits, step.slot_masks, tracks.carried, slot_neg))
             tracks = self._propagate(tracks, out, indices, full, t, valid_now)
-        self.stats = {"simulated_disappearances": float(hidden_count)}
+        self.stats = {"simulated_disappearances": float(hidden_count),
+                      "duplicate_emerging_rows": float(duplicate_count)}
         return main_out, slot_out
+
+    def _duplicates(self, masks: Tensor, num_tracks: int, indices: tuple[Tensor, Tensor],
+                    target: FrameTarget, negatives: list[int]) -> Tensor:
+        """Emerging rows of this frame that duplicate one of its positives (the valid, non-negative
+        pairs ``clip_losses`` supervises)."""
+        rows, cols = indices
+        keep = target.valid.to(torch.bool).to(cols.device)[cols] if cols.numel() else cols.bool()
+        for neg in negatives:
+            keep = keep & (cols != neg)
+        return duplicate_emerging_rows(masks, num_tracks, rows[keep], target.masks[cols[keep]],
+                                       self.cfg.emerging_duplicate_iou)
 
     def _simulate_disappearance(self, tracks: Tracks, match: FrameMatch, num_slots: int
                                 ) -> tuple[Tensor | None, int | None]:

@@ -207,6 +207,54 @@ def test_clip_losses_emerging_positive_weight_only_reweights_emerging_positives(
     assert loss_ce(2, 5.0) == pytest.approx(official, rel=1e-6)
 
 
+
+def test_clip_losses_emerging_duplicate_weight_only_reweights_duplicate_negatives() -> None:
+    # frame 1: row 0 carries GT 0, rows 1-3 emerging; row 1 picks up GT 1; rows 2 and 3 are
+    # "no object", row 2 named a duplicate (and row 1, a positive, named too: it stays a positive)
+    target = FrameTarget(labels=torch.tensor([0, 1]), masks=torch.ones(2, 8, 8),
+                         valid=torch.tensor([True, True]))
+    logits = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.0], [0.3, 0.0, 1.0], [0.0, 0.0, 2.0]])
+    masks = torch.full((4, 4, 4), 2.0)
+    indices = (torch.tensor([0, 1]), torch.tensor([0, 1]))
+    settings = PointLossSettings(num_points=16, oversample_ratio=1.0, importance_sample_ratio=0.0)
+    ce = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 2]), reduction="none").tolist()
+
+    def loss_ce(duplicates, positive, duplicate) -> float:
+        out = FrameOutput([logits], [masks], indices, first_emerging_row=1, duplicate_rows=duplicates)
+        return clip_losses([out], [target], 2, LossWeights(), settings, positive, duplicate)["loss_ce"].item()
+
+    official = (ce[0] + ce[1] + 0.1 * ce[2] + 0.1 * ce[3]) / 2.2
+    named = torch.tensor([1, 2])
+    assert loss_ce(named, 1.0, 1.0) == pytest.approx(official, rel=1e-6)
+    assert loss_ce(None, 1.0, 10.0) == pytest.approx(official, rel=1e-6)
+    assert loss_ce(named, 1.0, 10.0) == pytest.approx((ce[0] + ce[1] + ce[2] + 0.1 * ce[3]) / 3.1, rel=1e-6)
+    assert loss_ce(named, 5.0, 10.0) == pytest.approx(
+        (ce[0] + 5 * ce[1] + ce[2] + 0.1 * ce[3]) / 7.1, rel=1e-6)
+
+
+def test_duplicate_emerging_rows_by_mask_iou() -> None:
+    from daq_train.criterion import duplicate_emerging_rows
+
+    def box(y0, y1, x0, x1):
+        m = torch.full((4, 4), -5.0)
+        m[y0:y1, x0:x1] = 5.0
+        return m
+
+    # row 0 carried (over the object), row 1 a positive emerging row, rows 2-4 emerging negatives
+    masks = torch.stack([box(0, 2, 0, 2), box(2, 4, 2, 4), box(0, 2, 0, 2), box(0, 2, 0, 1),
+                         box(2, 4, 0, 2)])
+    objects = torch.zeros(2, 8, 8)  # targets at twice the mask size: bilinear resize
+    objects[0, :4, :4] = 1  # carried object = row 0's mask
+    objects[1, 4:, 4:] = 1  # the picked-up object = row 1's mask
+    positives = torch.tensor([0, 1])
+    found = duplicate_emerging_rows(masks, 1, positives, objects, 0.5)
+    assert found.tolist() == [2, 3]  # row 3 covers half of object 0: IoU exactly 0.5
+    assert duplicate_emerging_rows(masks, 1, positives, objects, 0.6).tolist() == [2]
+    assert duplicate_emerging_rows(masks, 5, positives, objects, 0.5).numel() == 0  # no emerging rows
+    assert duplicate_emerging_rows(masks, 1, positives, objects[:0], 0.5).numel() == 0  # no positives
+    # a positive row is never its own duplicate, even at a trivial threshold
+    assert 1 not in duplicate_emerging_rows(masks, 1, positives, objects, 1e-6).tolist()
+
 def test_video_criterion_fixed_vs_self_matching() -> None:
     torch.manual_seed(4)
     t_masks = torch.stack([torch.stack([_mask(8, 8, (0, 4, 0, 8)), _mask(8, 8, (4, 8, 0, 8))])])

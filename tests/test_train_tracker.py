@@ -164,9 +164,9 @@ def test_emerging_rows_are_named_for_the_emerging_positive_weight(setup: dict, m
     calls = []
     real = stage_tracker.clip_losses
 
-    def spy(outputs, targets, num_classes, weights, points, emerging_positive_weight=1.0):
+    def spy(outputs, targets, num_classes, weights, points, emerging_positive_weight=1.0, *rest):
         calls.append((outputs, emerging_positive_weight))
-        return real(outputs, targets, num_classes, weights, points, emerging_positive_weight)
+        return real(outputs, targets, num_classes, weights, points, emerging_positive_weight, *rest)
 
     monkeypatch.setattr(stage_tracker, "clip_losses", spy)
     cfg = CFG.with_overrides({"tracker.full_clip_from": 0, "tracker.emerging_positive_weight": 4.0})
@@ -181,6 +181,41 @@ def test_emerging_rows_are_named_for_the_emerging_positive_weight(setup: dict, m
         assert out.first_emerging_row == rows - model.tracker.num_new_ins
     with pytest.raises(ValueError, match="emerging_positive_weight"):
         CFG.with_overrides({"tracker.emerging_positive_weight": 0.0})
+
+
+def test_duplicate_emerging_rows_reach_the_main_branch_loss(setup: dict, monkeypatch) -> None:
+    import daq_train.stage_tracker as stage_tracker
+
+    calls, found = [], []
+    real_losses, real_duplicates = stage_tracker.clip_losses, stage_tracker.duplicate_emerging_rows
+
+    def spy(outputs, targets, num_classes, weights, points, positive=1.0, duplicate=1.0):
+        calls.append((outputs, positive, duplicate))
+        return real_losses(outputs, targets, num_classes, weights, points, positive, duplicate)
+
+    def spy_duplicates(masks, first, rows, targets, iou):
+        found.append((first, iou))
+        return real_duplicates(masks, first, rows, targets, iou)
+
+    monkeypatch.setattr(stage_tracker, "clip_losses", spy)
+    monkeypatch.setattr(stage_tracker, "duplicate_emerging_rows", spy_duplicates)
+    cfg = CFG.with_overrides({"tracker.full_clip_from": 0, "tracker.emerging_duplicate_weight": 10.0,
+                              "tracker.emerging_duplicate_iou": 0.01})
+    model = _tracker_model(setup)
+    loss = TrackerLoss(model, make_sampler(setup["datasets"], cfg, setup["model_cfg"], "tracker"), cfg)
+    loss(5)
+    (main, _, duplicate), (slot, _, slot_duplicate) = calls
+    assert duplicate == 10.0 and slot_duplicate == 1.0
+    assert main[0].duplicate_rows is None and all(o.duplicate_rows is None for o in slot)
+    assert len(found) == len(main) - 1 and all(iou == 0.01 for _, iou in found)
+    for out, (first, _) in zip(main[1:], found):
+        assert first == out.first_emerging_row
+        assert out.duplicate_rows is not None and bool((out.duplicate_rows >= first).all())
+        assert not set(out.duplicate_rows.tolist()) & set(out.indices[0].tolist())
+    for bad in ({"tracker.emerging_duplicate_weight": 0.0}, {"tracker.emerging_duplicate_iou": 0.0},
+                {"tracker.emerging_duplicate_iou": 1.5}):
+        with pytest.raises(ValueError, match="emerging_duplicate"):
+            CFG.with_overrides(bad)
 
 
 def test_tracker_overfits_a_fixed_clip(setup: dict) -> None:
