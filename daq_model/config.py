@@ -105,7 +105,12 @@ class TrackerConfig:
     higher-scoring candidate already started, does not start a track (DAQ mode only; see
     :meth:`daq_model.tracking.VideoTracker.validity`). ``emerging_select_threshold`` (not
     official; None = ``inference_select_threshold`` for emerging rows too, the official rule): the
-    foreground score an emerging candidate needs to start a track.
+    foreground score an emerging candidate needs to start a track. ``track_nms_iou`` (not
+    official; 0 = off): in every frame, a row that would be valid is judged absent where its mask
+    has IoU above this with a row kept before it (carried tracks first, then new candidates, each
+    by foreground score; in frame 0 the segmenter's candidates by score), so duplicate tracks of
+    one object are not started in frame 0 and a carried duplicate is kicked out after
+    ``kick_out_frame_num`` frames (DAQ mode only).
     """
 
     decoder_layers: int = 6
@@ -122,12 +127,15 @@ class TrackerConfig:
     mode: str = "daq"
     emerging_nms_iou: float = 0.0
     emerging_select_threshold: float | None = None
+    track_nms_iou: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in TRACKER_MODES:
             raise ValueError(f"tracker.mode must be one of {TRACKER_MODES}, got {self.mode!r}")
         if not 0.0 <= self.emerging_nms_iou <= 1.0:
             raise ValueError(f"tracker.emerging_nms_iou must be in [0, 1], got {self.emerging_nms_iou}")
+        if not 0.0 <= self.track_nms_iou <= 1.0:
+            raise ValueError(f"tracker.track_nms_iou must be in [0, 1], got {self.track_nms_iou}")
 
 
 @dataclass(frozen=True)
@@ -261,13 +269,16 @@ class DAQConfig:
     def config_hash(self) -> str:
         """Stable short hash of the architecture and the inference settings (for provenance).
 
-        ``tracker.mode`` and ``tracker.emerging_nms_iou`` enter the hash only when they are not
-        their defaults (``daq``, 0), so configs written before the fields existed keep their hash."""
+        ``tracker.mode``, ``tracker.emerging_nms_iou`` and ``tracker.track_nms_iou`` enter the hash
+        only when they are not their defaults (``daq``, 0, 0), so configs written before the fields
+        existed keep their hash."""
         data = self.to_dict()
         if data["tracker"].get("mode") == "daq":
             del data["tracker"]["mode"]
         if data["tracker"].get("emerging_nms_iou") == 0.0:
             del data["tracker"]["emerging_nms_iou"]
+        if data["tracker"].get("track_nms_iou") == 0.0:
+            del data["tracker"]["track_nms_iou"]
         if data["tracker"].get("emerging_select_threshold", 0.0) is None:
             del data["tracker"]["emerging_select_threshold"]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))

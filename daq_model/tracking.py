@@ -76,7 +76,11 @@ class VideoTracker:
     def validity(self, out: TrackerFrameOutput, seg_logits: Tensor) -> Tensor:
         trk = self.cfg.tracker
         if self.num_frames == 0:
-            return foreground_score(seg_logits.float()) > trk.aux_inference_select_threshold
+            scores = foreground_score(seg_logits.float())
+            valid = scores > trk.aux_inference_select_threshold
+            if trk.track_nms_iou > 0 and trk.mode == "daq":
+                valid = suppress_duplicate_rows(out.masks, scores, valid, 0, trk.track_nms_iou)
+            return valid
         scores = foreground_score(out.logits.float())
         valid = scores > trk.inference_select_threshold
         if trk.emerging_select_threshold is not None and trk.mode == "daq":
@@ -87,6 +91,8 @@ class VideoTracker:
             valid[: out.num_tracks] &= slot_fg > trk.dis_fg_threshold
         if trk.emerging_nms_iou > 0 and trk.mode == "daq":
             valid = suppress_duplicate_emergence(out, valid, trk.emerging_nms_iou)
+        if trk.track_nms_iou > 0 and trk.mode == "daq":
+            valid = suppress_duplicate_rows(out.masks, scores, valid, out.num_tracks, trk.track_nms_iou)
         return valid
 
     def step(self, seg_logits: Tensor, seg_masks: Tensor, seg_embeds: Tensor,
@@ -175,6 +181,31 @@ def suppress_duplicate_emergence(out: TrackerFrameOutput, valid: Tensor, iou_thr
                 result[k] = False
                 continue
         kept.append(k)
+    return result
+
+
+def suppress_duplicate_rows(masks: Tensor, scores: Tensor, valid: Tensor, num_tracks: int,
+                            iou_threshold: float) -> Tensor:
+    """``valid`` with every row switched off whose mask (logit > 0) has IoU > ``iou_threshold``
+    with a valid row kept before it: rows ``< num_tracks`` (carried tracks) come first, then the
+    rest, each group by descending ``scores`` (greedy NMS that favours existing tracks)."""
+    rows = torch.nonzero(valid).squeeze(1)
+    if rows.numel() < 2:
+        return valid
+    carried = rows < num_tracks
+    order = torch.argsort(scores[rows].float() + 2.0 * carried.float(), descending=True)  # fg <= 1
+    binary = (masks[rows[order]] > 0).flatten(1).float()
+    result = valid.clone()
+    kept: list[int] = []
+    for i, k in enumerate(rows[order].tolist()):
+        if kept:
+            inter = binary[kept] @ binary[i]
+            union = binary[kept].sum(1) + binary[i].sum() - inter
+            iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.zeros_like(inter))
+            if bool((iou > iou_threshold).any()):
+                result[k] = False
+                continue
+        kept.append(i)
     return result
 
 

@@ -289,3 +289,41 @@ def test_emerging_select_threshold_applies_to_new_rows_only():
     assert tracker.validity(out, torch.zeros(4, 2)).tolist() == [False, True, True, True]
     tracker.cfg = base.with_overrides({"tracker.emerging_select_threshold": 0.03, "tracker.mode": "referring"})
     assert tracker.validity(out, torch.zeros(4, 2)).tolist() == [False, True, False, True]
+
+
+def test_track_nms_favours_carried_tracks_then_score_in_every_frame():
+    from daq_model.tracker import TrackerFrameOutput
+    from daq_model.tracking import VideoTracker, suppress_duplicate_rows
+
+    masks = torch.full((5, 4, 4), -1.0)
+    masks[0, :2, :2] = 1.0  # track, low score
+    masks[1, :2, :2] = 1.0  # track, same object, higher score -> kept first, row 0 suppressed
+    masks[2, :2, :3] = 1.0  # emerging over both (IoU 4/6 with them) -> suppressed at 0.5, kept at 0.7
+    masks[3, 2:, :] = 1.0  # emerging, elsewhere -> kept
+    masks[4, 2:, :3] = 1.0  # emerging, IoU 6/8 with row 3 but a higher score: kept, row 3 suppressed
+    scores = torch.tensor([0.3, 0.6, 0.99, 0.5, 0.7])
+    valid = torch.ones(5, dtype=torch.bool)
+    assert suppress_duplicate_rows(masks, scores, valid, 2, 0.5).tolist() == [False, True, False, False, True]
+    assert suppress_duplicate_rows(masks, scores, valid, 2, 0.7).tolist() == [False, True, True, False, True]
+    # frame 0 (no carried rows): by score only, so the emerging-like row 2 wins
+    assert suppress_duplicate_rows(masks, scores, valid, 0, 0.5).tolist() == [False, False, True, False, True]
+    # an invalid row neither survives nor suppresses
+    partly = torch.tensor([True, False, True, True, True])
+    assert suppress_duplicate_rows(masks, scores, partly, 2, 0.5).tolist() == [True, False, False, False, True]
+
+    logits = torch.stack([scores, 1 - scores], 1).log()
+    out = TrackerFrameOutput(queries=torch.zeros(5, 2), logits=logits, masks=masks,
+                             anchors=torch.zeros(5, 2), num_tracks=2)
+    tracker = VideoTracker.__new__(VideoTracker)  # validity() reads only cfg and num_frames
+    tracker.cfg = small_config(1).with_overrides({"tracker.inference_select_threshold": 0.1,
+                                                  "tracker.track_nms_iou": 0.5})
+    tracker.num_frames = 0  # frame 0: the segmenter's scores order the candidates
+    seg_scores = torch.tensor([0.9, 0.2, 0.1, 0.5, 0.4])
+    seg_logits = torch.stack([seg_scores, 1 - seg_scores], 1).log()
+    assert tracker.validity(out, seg_logits).tolist() == [True, False, False, True, False]
+    tracker.num_frames = 3
+    assert tracker.validity(out, seg_logits).tolist() == [False, True, False, False, True]
+    tracker.cfg = tracker.cfg.with_overrides({"tracker.track_nms_iou": 0.0})
+    assert tracker.validity(out, seg_logits).tolist() == [True] * 5
+    with pytest.raises(ValueError, match="track_nms_iou"):
+        small_config(3).with_overrides({"tracker.track_nms_iou": -0.1})
