@@ -41,3 +41,42 @@ def test_classify_names_what_happened_to_the_old_track_and_where_the_new_one_cam
         ("A killed", "B new"),
     ]
     assert classify(tracks, masks, min_area=100) == []  # object too small everywhere
+
+
+def test_ap_error_breakdown_kinds_and_fixes() -> None:
+    from daq_eval.ytvis_format import encode_mask, parse_dataset, parse_predictions
+    from scripts.ap_error_breakdown import classify, fixed_predictions, localization_split
+
+    def seg(x0: int, x1: int, present: bool = True):
+        return encode_mask(_box(x0, x1)) if present else None
+
+    left, right = [seg(0, 2)] * 3, [seg(4, 8)] * 3  # two objects in all three frames
+    gt = parse_dataset({
+        "videos": [{"id": 1, "width": 8, "height": 4, "length": 3, "file_names": ["a", "b", "c"]}],
+        "categories": [{"id": 1, "name": "one"}, {"id": 2, "name": "two"}],
+        "annotations": [
+            {"id": 1, "video_id": 1, "category_id": 1, "iscrowd": 0, "segmentations": left,
+             "areas": [8] * 3, "bboxes": [None] * 3},
+            {"id": 2, "video_id": 1, "category_id": 2, "iscrowd": 0, "segmentations": right,
+             "areas": [16] * 3, "bboxes": [None] * 3},
+        ]})
+    preds = parse_predictions([
+        {"video_id": 1, "category_id": 1, "score": 0.9, "segmentations": left},           # correct
+        {"video_id": 1, "category_id": 1, "score": 0.8, "segmentations": left},           # duplicate
+        {"video_id": 1, "category_id": 1, "score": 0.7, "segmentations": right},          # class
+        {"video_id": 1, "category_id": 2, "score": 0.6,                                   # fragment
+         "segmentations": [seg(4, 8), None, None]},
+        {"video_id": 1, "category_id": 2, "score": 0.5, "segmentations": [seg(4, 5)] * 3},  # poor mask
+        {"video_id": 1, "category_id": 2, "score": 0.4, "segmentations": [seg(2, 4)] * 3},  # background
+    ], gt)
+    classified, missed = classify(gt, preds)
+    kinds = [k for _, k, _ in classified]
+    assert kinds == ["correct", "duplicate", "class", "localization", "localization", "background"]
+    assert missed == 1  # the right-hand object has no correct prediction
+    assert localization_split(gt, classified) == {"fragment": 1, "mask": 1}
+    relabelled = fixed_predictions(classified, "class")
+    assert [p.category_id for p in relabelled] == [1, 1, 2, 2, 2, 2]
+    repaired = fixed_predictions(classified, "localization")  # first repaired, second then removed
+    assert len(repaired) == 5 and repaired[3].segmentations == tuple(right)
+    assert len(fixed_predictions(classified, "localization", only="taken")) == 6  # none over a found object
+    assert len(fixed_predictions(classified, "duplicate")) == 5
