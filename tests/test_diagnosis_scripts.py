@@ -80,3 +80,26 @@ def test_ap_error_breakdown_kinds_and_fixes() -> None:
     assert len(repaired) == 5 and repaired[3].segmentations == tuple(right)
     assert len(fixed_predictions(classified, "localization", only="taken")) == 6  # none over a found object
     assert len(fixed_predictions(classified, "duplicate")) == 5
+
+
+def test_merge_track_fragments_links_tracks_that_follow_one_object_in_turn() -> None:
+    from daq_eval.ytvis_format import encode_mask, parse_dataset, parse_predictions
+    from scripts.merge_track_fragments import merge
+
+    obj = encode_mask(_box(0, 4))
+    near = encode_mask(_box(0, 3))  # IoU 0.75 with obj
+    other = encode_mask(_box(4, 8))
+    gt = parse_dataset({"videos": [{"id": 1, "width": 8, "height": 4, "length": 5, "file_names": list("abcde")}],
+                        "categories": [{"id": 1, "name": "one"}, {"id": 2, "name": "two"}], "annotations": None})
+    preds = parse_predictions([
+        {"video_id": 1, "category_id": 1, "score": 0.9, "segmentations": [obj, obj, obj, None, None]},
+        {"video_id": 1, "category_id": 1, "score": 0.6, "segmentations": [None, near, near, obj, obj]},
+        {"video_id": 1, "category_id": 1, "score": 0.5, "segmentations": [other] * 5},  # elsewhere
+        {"video_id": 1, "category_id": 2, "score": 0.4, "segmentations": [None, obj, obj, obj, None]},  # class 2
+        {"video_id": 1, "category_id": 1, "score": 0.3, "segmentations": [None, None, obj, None, None]},  # 1 frame
+    ], gt)
+    merged = merge(gt, preds)
+    assert [(p.category_id, p.score) for p in merged] == [(1, 0.9), (1, 0.5), (1, 0.3), (2, 0.4)]
+    head = merged[0]
+    assert head.segmentations == (obj, obj, obj, obj, obj)  # the first track, continued by the second
+    assert merge(gt, preds, iou=0.8) == sorted(preds[:3] + preds[4:], key=lambda p: -p.score) + [preds[3]]
