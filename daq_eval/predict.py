@@ -15,7 +15,9 @@ Masks: online models -- an instance's mask in frame t is its track's mask in tha
 :class:`~daq_model.outputs.FrameTracks` (every entry of the track, valid or carried while absent,
 as the official online post-processing); RLE-encoded as frames stream, so full-resolution masks
 are never kept. Offline models -- :meth:`~daq_model.outputs.VideoResult.iter_frame_masks` (the
-refiner's masks), decoded and encoded one frame at a time.
+refiner's masks), decoded and encoded one frame at a time. Where the model config sets
+``test.merge_fragments_iou`` (the shipped model does), instances that follow one object in turn
+are then merged (:mod:`daq_model.fragment_merge`).
 
 Class mapping (:func:`category_map`): by name when every class name of the model is a category
 name of the dataset; otherwise (``order``) contiguous label i is the dataset's i-th category by
@@ -34,8 +36,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from daq_model.config import DAQConfig
-from daq_model.outputs import FrameTracks, VideoInfo, VideoResult
+from daq_model.config import DAQConfig, TestConfig
+from daq_model.fragment_merge import fragment_groups, merged_frames
+from daq_model.outputs import FrameTracks, Instance, VideoInfo, VideoResult
 from daq_model.predictor import VideoPredictor
 from daq_eval.ytvis_format import Dataset, Prediction, Video, encode_masks
 
@@ -150,14 +153,35 @@ def predict_video(predictor: VideoPredictor, image_dir: Path, video: Video,
             tracks.add(frame)
     result = session.finish(replay=lambda: iter_frame_batches(image_dir, video, frames_per_push))
     segs = _instance_segmentations(result, tracks, video.length)
+    instances = list(result.instances)
+    if predictor.cfg.test.merge_fragments_iou > 0:
+        instances, segs = merge_fragment_segmentations(instances, segs, predictor.cfg.test)
     predictions = []
-    for inst, seg in zip(result.instances, segs):
+    for inst, seg in zip(instances, segs):
         category = categories[inst.label] if inst.label < len(categories) else None
         if category is None:
             continue
         predictions.append(Prediction(video.id, int(category), float(inst.score), tuple(seg)))
     return VideoPredictions(video.id, predictions, time.perf_counter() - start_time,
                             dict(result.stats))
+
+
+def merge_fragment_segmentations(instances: list[Instance], segs: list[list[dict | None]], test: TestConfig
+                                 ) -> tuple[list[Instance], list[list[dict | None]]]:
+    """Instances and per-frame RLEs after :mod:`daq_model.fragment_merge` (each merged instance
+    keeps its highest-scoring member's entry)."""
+    masks = [{t: {"size": r["size"], "counts": r["counts"].encode("ascii")} for t, r in enumerate(seg) if r}
+             for seg in segs]
+    groups = fragment_groups([int(i.label) for i in instances], [float(i.score) for i in instances], masks,
+                             test.merge_fragments_iou, test.merge_fragments_agree)
+    out_instances, out_segs = [], []
+    for group in groups:
+        seg: list[dict | None] = [None] * len(segs[group[0]])
+        for t, member in merged_frames(group, masks).items():
+            seg[t] = segs[member][t]
+        out_instances.append(instances[group[0]])
+        out_segs.append(seg)
+    return out_instances, out_segs
 
 
 def _instance_segmentations(result: VideoResult, tracks: _TrackMasks, length: int

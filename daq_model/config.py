@@ -161,12 +161,26 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class TestConfig:
-    """Post-processing (``MODEL.MASK_FORMER.TEST``)."""
+    """Post-processing (``MODEL.MASK_FORMER.TEST``).
+
+    ``merge_fragments_iou`` (not official; 0 = off): after the official top-``max_num`` selection,
+    instances of one class that follow one object in turn are merged into one
+    (:mod:`daq_model.fragment_merge`: linked where, over the frames both have a mask, at least
+    ``merge_fragments_agree`` of them have mask IoU >= ``merge_fragments_iou``).
+    """
 
     __test__ = False  # not a pytest test class
 
     task: str = "vis"
     max_num: int = 20
+    merge_fragments_iou: float = 0.0
+    merge_fragments_agree: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.merge_fragments_iou <= 1.0:
+            raise ValueError(f"test.merge_fragments_iou must be in [0, 1], got {self.merge_fragments_iou}")
+        if not 0.0 <= self.merge_fragments_agree <= 1.0:
+            raise ValueError(f"test.merge_fragments_agree must be in [0, 1], got {self.merge_fragments_agree}")
 
 
 @dataclass(frozen=True)
@@ -269,9 +283,9 @@ class DAQConfig:
     def config_hash(self) -> str:
         """Stable short hash of the architecture and the inference settings (for provenance).
 
-        ``tracker.mode``, ``tracker.emerging_nms_iou`` and ``tracker.track_nms_iou`` enter the hash
-        only when they are not their defaults (``daq``, 0, 0), so configs written before the fields
-        existed keep their hash."""
+        ``tracker.mode``, ``tracker.emerging_nms_iou``, ``tracker.track_nms_iou`` and the
+        ``test.merge_fragments_*`` settings enter the hash only when they are not their defaults
+        (``daq``, 0, 0, merging off), so configs written before the fields existed keep their hash."""
         data = self.to_dict()
         if data["tracker"].get("mode") == "daq":
             del data["tracker"]["mode"]
@@ -279,6 +293,9 @@ class DAQConfig:
             del data["tracker"]["emerging_nms_iou"]
         if data["tracker"].get("track_nms_iou") == 0.0:
             del data["tracker"]["track_nms_iou"]
+        if data["test"].get("merge_fragments_iou") == 0.0:
+            del data["test"]["merge_fragments_iou"]
+            del data["test"]["merge_fragments_agree"]
         if data["tracker"].get("emerging_select_threshold", 0.0) is None:
             del data["tracker"]["emerging_select_threshold"]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))

@@ -30,7 +30,7 @@ from pipeline.tables import (
     tracks_table,
     videos_table,
 )
-from pipeline.tracks import TrackStream, rows_from_frame_masks
+from pipeline.tracks import TrackStream, merge_fragment_rows, rows_from_frame_masks
 from schemas.tables import TRACK_SUMMARY_V1, TRACKS_V1
 
 logger = logging.getLogger(__name__)
@@ -152,7 +152,8 @@ def label_video(ref: VideoRef, predictor: Any, cfg: DAQConfig, provenance: Prove
         start = time.perf_counter()
         result: VideoResult = session.finish(replay=_replay(ref, settings) if cfg.offline else None)
         timings.model += time.perf_counter() - start
-        instances = _labelled_instances(result, stream, cfg, timings)
+        instances = _labelled_instances(result, stream, cfg, timings,
+                                        (int(decoder.stats.height or 0), int(decoder.stats.width or 0)))
     except Exception as exc:  # noqa: BLE001 - a model failure fails this video only
         logger.exception("%s (%s): model failed", ref.url, ref.video_id)
         return failed_labels(ref, provenance, decode.MODEL_ERROR,
@@ -193,7 +194,7 @@ def _consume(results: Iterator[Any], stream: TrackStream, timings: _Timings) -> 
 
 
 def _labelled_instances(result: VideoResult, stream: TrackStream, cfg: DAQConfig,
-                        timings: _Timings) -> list[LabelledInstance]:
+                        timings: _Timings, size: tuple[int, int]) -> list[LabelledInstance]:
     instances = list(result.instances)
     if result.mask_source == "tracker" and stream.encode:
         rows = [stream.rows_for(inst) for inst in instances]
@@ -202,6 +203,8 @@ def _labelled_instances(result: VideoResult, stream: TrackStream, cfg: DAQConfig
         clock = time.perf_counter()
         rows = rows_from_frame_masks(instances, result.iter_frame_masks(), stream)
         timings.model += time.perf_counter() - clock
+    if cfg.test.merge_fragments_iou > 0:
+        instances, rows = merge_fragment_rows(instances, rows, size, cfg.test)
     return [
         LabelledInstance(inst, int(inst.label) + 1, cfg.class_name(int(inst.label)), inst_rows)
         for inst, inst_rows in zip(instances, rows)

@@ -10,7 +10,8 @@ the tracker's id goes to ``tracker_track_id`` (one tracker track may appear unde
 * Offline models (``mask_source == "refiner"``): masks come from
   :meth:`VideoResult.iter_frame_masks`; the FrameTracks stream only contributes per-frame scores.
 
-Rows exist only where a mask is non-empty.
+Rows exist only where a mask is non-empty. With ``test.merge_fragments_iou`` set (the shipped
+model), instances that follow one object in turn are merged (:func:`merge_fragment_rows`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Iterable
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from daq_model.config import TestConfig
+from daq_model.fragment_merge import fragment_groups, merged_frames
 from daq_model.outputs import FrameMasks, FrameTracks, Instance
 
 
@@ -145,3 +148,18 @@ def rows_from_frame_masks(instances: list[Instance], frames: Iterable[FrameMasks
             rows[i].append(MaskRow(t, rle[0], rle[1], rle[2],
                                    scored[0] if scored else None, scored[1] if scored else None))
     return rows
+
+
+def merge_fragment_rows(instances: list[Instance], rows: list[list[MaskRow]], size: tuple[int, int],
+                        test: TestConfig) -> tuple[list[Instance], list[list[MaskRow]]]:
+    """Instances and their rows after :mod:`daq_model.fragment_merge`: a merged instance keeps its
+    highest-scoring member's entry (id, tracker track, label, score) and takes each frame's row
+    from the highest-scoring member that has one. ``size``: the masks' (height, width)."""
+    masks = [{r.frame_index: {"size": list(size), "counts": r.counts.encode("ascii")} for r in inst_rows}
+             for inst_rows in rows]
+    groups = fragment_groups([int(i.label) for i in instances], [float(i.score) for i in instances], masks,
+                             test.merge_fragments_iou, test.merge_fragments_agree)
+    by_frame = [{r.frame_index: r for r in inst_rows} for inst_rows in rows]
+    merged_rows = [[by_frame[member][t] for t, member in merged_frames(group, masks).items()]
+                   for group in groups]
+    return [instances[group[0]] for group in groups], merged_rows
