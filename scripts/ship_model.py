@@ -86,6 +86,9 @@ def main() -> int:
     parser.add_argument("--wall", action="append", default=[], metavar="STAGE=SECONDS",
                         help="measured wall time of a stage (or total=...)")
     parser.add_argument("--metrics", action="append", default=[], metavar="LABEL=metrics.json")
+    parser.add_argument("--official-metrics", action="append", default=[], metavar="LABEL=metrics.json",
+                        help="metrics under the official post-processing (no fragment merging), "
+                             "where they differ from the model's own settings")
     parser.add_argument("--note", action="append", default=[])
     args = parser.parse_args()
 
@@ -100,6 +103,9 @@ def main() -> int:
         if old.stem != args.name:
             old.unlink()
             old.with_suffix(".json").unlink(missing_ok=True)
+            old.with_suffix(".yaml").unlink(missing_ok=True)
+    # a config beside the card overrides the checkpoint's own: the new checkpoint brings its own
+    (PRETRAINED / f"{args.name}.yaml").unlink(missing_ok=True)
     target = PRETRAINED / f"{args.name}.pt"
     shutil.copyfile(source, target)
     train_cfg = yaml.safe_load((args.run_dir / "train_config.yaml").read_text())["train_config"]
@@ -122,6 +128,9 @@ def main() -> int:
                      "source": str(source), "metadata": contents.metadata},
         "metrics": {label: summarise(json.loads(Path(p).read_text()))
                     for label, p in (m.split("=", 1) for m in args.metrics)},
+        **({"metrics_official_postprocessing": {label: summarise(json.loads(Path(p).read_text()))
+                                                for label, p in (m.split("=", 1) for m in args.official_metrics)}}
+           if args.official_metrics else {}),
         "notes": args.note,
         "limits": ("Trained only on procedural synthetic videos of six textured shape categories "
                    "(disc, square, triangle, star, ring, cross), each with its own colour family, "

@@ -99,7 +99,7 @@ def test_merge_track_fragments_links_tracks_that_follow_one_object_in_turn() -> 
         {"video_id": 1, "category_id": 1, "score": 0.3, "segmentations": [None, None, obj, None, None]},  # 1 frame
     ], gt)
     merged = merge(gt, preds)
-    assert [(p.category_id, p.score) for p in merged] == [(1, 0.9), (1, 0.5), (1, 0.3), (2, 0.4)]
+    assert [(p.category_id, p.score) for p in merged] == [(1, 0.9), (1, 0.5), (2, 0.4), (1, 0.3)]
     head = merged[0]
     assert head.segmentations == (obj, obj, obj, obj, obj)  # the first track, continued by the second
-    assert merge(gt, preds, iou=0.8) == sorted(preds[:3] + preds[4:], key=lambda p: -p.score) + [preds[3]]
+    assert merge(gt, preds, iou=0.8) == list(preds)  # IoU 0.75 where they overlap: nothing merged

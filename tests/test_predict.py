@@ -21,7 +21,7 @@ from daq_eval.ytvis_format import (Category, Prediction, read_dataset, read_pred
 from daq_model.checkpoint import save_checkpoint
 from daq_model.config import ONLINE, get_preset
 from daq_model.dvis_daq import DVISDAQ, create_model
-from daq_model.outputs import VideoInfo
+from daq_model.outputs import Instance, VideoInfo
 from daq_model.predictor import VideoPredictor
 from daq_train.synthetic import get_preset as synth_preset
 from daq_train.synthetic import write_synthetic_dataset
@@ -36,7 +36,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict:
     names = tuple(c.name for c in sorted(dataset.categories, key=lambda c: c.id))
     cfg = get_preset("daq_small_128").with_overrides(
         {"segmenter.num_classes": len(names), "class_names": list(names),
-         "input.min_size_test": 64, "input.max_size_test": 128})
+         "input.min_size_test": 64, "input.max_size_test": 128,
+         "test.merge_fragments_iou": 0.0})  # the official post-processing; merging: its own test
     torch.manual_seed(0)
     model = DVISDAQ(cfg).eval()
     ckpt = base / "model.pt"
@@ -102,6 +103,25 @@ def test_online_predictions_are_the_tracks_masks(tiny: dict, tmp_path: Path) -> 
             got = (np.zeros_like(expected) if seg is None else
                    mask_utils.decode(segmentation_to_rle(seg, video.height, video.width)).astype(bool))
             assert np.array_equal(got, expected)
+
+
+def test_fragment_merging_applies_to_the_official_predictions(tiny: dict) -> None:
+    from daq_eval.predict import merge_fragment_segmentations
+
+    official = _predictor(tiny, online=True)
+    merging = VideoPredictor(create_model(
+        official.cfg.with_overrides({"test.merge_fragments_iou": 0.3, "test.merge_fragments_agree": 0.3}),
+        tiny["ckpt"]))
+    dataset = tiny["dataset"]
+    plain = predict_dataset(official, dataset, tiny["root"] / "JPEGImages")
+    merged = predict_dataset(merging, dataset, tiny["root"] / "JPEGImages")
+    assert len(merged) < len(plain)  # random weights: many overlapping tracks of one class
+    for video in dataset.videos:
+        mine = [p for p in plain if p.video_id == video.id]
+        instances = [Instance(i, i, p.category_id, p.score) for i, p in enumerate(mine)]
+        _, segs = merge_fragment_segmentations(instances, [list(p.segmentations) for p in mine],
+                                               merging.cfg.test)
+        assert [list(p.segmentations) for p in merged if p.video_id == video.id] == segs
 
 
 def test_offline_predictions_are_the_refiners_masks(tiny: dict, tmp_path: Path) -> None:

@@ -42,6 +42,14 @@ def test_shipped_model_is_the_default() -> None:
     assert (spec.origin, spec.checkpoint, spec.model_name) == ("shipped", str(checkpoint), card["name"])
     assert list(spec.config.class_names) == card["classes"]
     assert spec.config.config_hash() == card["architecture"]["config_hash"]
+    # the config beside the card (fragment merging on) overrides the checkpoint's own, which it
+    # otherwise equals: same architecture, weights and inference settings
+    embedded = resolve_model(str(checkpoint), None).config
+    assert embedded.test.merge_fragments_iou == 0.0
+    assert spec.config == embedded.with_overrides({"test.merge_fragments_iou": 0.5,
+                                                   "test.merge_fragments_agree": 0.5})
+    assert card["architecture"]["test"]["merge_fragments_iou"] == spec.config.test.merge_fragments_iou
+    assert set(card["metrics"]) == set(card["metrics_official_postprocessing"])
 
 
 def _best_query_per_object(model, root: Path, stride: int = 6, min_area: int = 100
