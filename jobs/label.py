@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--config", metavar="PRESET|YAML",
                        help="model config: a preset name or a yaml file (default: the shipped "
                             "model's, or the one stored in the checkpoint)")
+    model.add_argument("--no-merge-fragments", action="store_true",
+                       help="official post-processing: do not merge the instances that follow one "
+                            "object in turn, even where the config does (the shipped model's does)")
     model.add_argument("--model-name", help="model name recorded in every row (default: the shipped model's name, else the config name)")
     model.add_argument("--device", default="auto",
                        help="torch device for the model: auto (CUDA if present), cpu, cuda, cuda:N")
@@ -93,7 +96,7 @@ def _unknown_beam_args(beam_args: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from pipeline.job import JobSetupError, LabelJob
     from pipeline.labeler import LabelSettings
-    from pipeline.model_source import ModelSourceError, resolve_model
+    from pipeline.model_source import ModelSourceError, resolve_model, without_fragment_merging
     from pipeline.runner import runner_setup
 
     beam_args = list(getattr(args, "beam_args", []) or [])
@@ -110,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         setup = runner_setup(beam_args, args.workers)
         spec = resolve_model(args.checkpoint, args.config, args.model_name)
+        if args.no_merge_fragments:
+            spec = without_fragment_merging(spec)
         push = args.frames_per_push or max(1, spec.config.inference.frame_batch_size)
         if args.torch_threads:
             setup.torch_threads = args.torch_threads

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--category-map", choices=("auto", "name", "order"), default="auto",
                        help="model class -> dataset category: by name (auto when the names match) "
                             "or by position in id order")
+    model.add_argument("--no-merge-fragments", action="store_true",
+                       help="official post-processing: do not merge the instances that follow one "
+                            "object in turn, even where the config does (the shipped model's does)")
     model.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     out = parser.add_argument_group("output")
@@ -72,16 +75,19 @@ def _source(args: argparse.Namespace) -> tuple[Path, Path]:
     return args.annotations, args.images
 
 
-def load_predictor(checkpoint: str | None, config: str | None, mode: str, device: str):
+def load_predictor(checkpoint: str | None, config: str | None, mode: str, device: str,
+                   merge_fragments: bool = True):
     """The predictor of ``--checkpoint/--config`` (or the shipped model), in ``mode``."""
     import dataclasses
 
     from daq_model.config import OFFLINE, ONLINE
     from daq_model.dvis_daq import create_model
     from daq_model.predictor import VideoPredictor
-    from pipeline.model_source import resolve_model
+    from pipeline.model_source import resolve_model, without_fragment_merging
 
     spec = resolve_model(checkpoint, config)
+    if not merge_fragments:
+        spec = without_fragment_merging(spec)
     cfg = spec.config
     if mode == "offline" and not cfg.offline:
         raise ValueError(f"--mode offline: {spec.checkpoint} is an online model (no refiner)")
@@ -118,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
             dataset = dataclasses.replace(dataset, videos=tuple(keep), annotations=anns)
         if args.evaluate and dataset.annotations is None:
             raise ValueError(f"--evaluate: {annotations} has no annotations")
-        predictor, spec = load_predictor(args.checkpoint, args.config, args.mode, args.device)
+        predictor, spec = load_predictor(args.checkpoint, args.config, args.mode, args.device,
+                                         merge_fragments=not args.no_merge_fragments)
     except (ValueError, KeyError, FileNotFoundError, YTVISFormatError, ModelSourceError,
             CheckpointError) as exc:
         print(f"daq-label predict: {exc}", file=sys.stderr)

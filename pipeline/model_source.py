@@ -16,6 +16,8 @@ package version), joined by newlines.
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import logging
@@ -127,6 +129,14 @@ def _embedded_config(checkpoint: str) -> DAQConfig:
         raise ModelSourceError(f"checkpoint {checkpoint} stores no config: pass --config PRESET|yaml")
     cfg.check_buildable()
     return cfg
+
+
+def without_fragment_merging(spec: ModelSpec) -> ModelSpec:
+    """``spec`` with the official post-processing: ``test.merge_fragments_iou`` 0 (its config hash,
+    and so the provenance key, changes only if merging was on)."""
+    if spec.config.test.merge_fragments_iou == 0:
+        return spec
+    return dataclasses.replace(spec, config=spec.config.with_overrides({"test.merge_fragments_iou": 0.0}))
 
 
 def resolve_model(checkpoint: str | None, config: str | None, model_name: str | None = None) -> ModelSpec:

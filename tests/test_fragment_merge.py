@@ -91,3 +91,21 @@ def test_prediction_segmentations_of_merged_instances() -> None:
     assert [i.instance_id for i in instances] == [1, 2]
     assert merged[0] == [segs[0][0], segs[1][1], segs[1][2], segs[1][3]]
     assert merged[1] == segs[2]
+
+
+def test_no_merge_fragments_gives_the_official_post_processing() -> None:
+    import argparse
+
+    from jobs import label, predict
+    from pipeline.model_source import resolve_model, without_fragment_merging
+
+    shipped = resolve_model(None, None)
+    assert shipped.config.test.merge_fragments_iou > 0
+    official = without_fragment_merging(shipped)
+    assert official.config.test.merge_fragments_iou == 0
+    assert official.provenance().config_hash != shipped.provenance().config_hash  # outputs never mix
+    assert without_fragment_merging(official) is official
+    for module in (label, predict):
+        parser = argparse.ArgumentParser()
+        module.add_arguments(parser)
+        assert any("--no-merge-fragments" in a.option_strings for a in parser._actions), module
