@@ -152,3 +152,18 @@ def test_fragment_merge_table_is_the_card_and_the_metric_files() -> None:
             official = card["metrics_official_postprocessing"][key]["AP"]
             assert f"| {mode} | {label} | **on** | **{merged['AP']:.2f}** |" in readme, (mode, objects)
             assert f"| {mode} | {label} | off (official) | {official:.2f} |" in readme, (mode, objects)
+
+
+def test_fragment_merge_other_runs_table_is_the_metric_files() -> None:
+    results = ROOT / "docs" / "results"
+    readme = _results_readme("fragment_merge")
+    runs = [("segmenter_5000_more/eval", "v5")] + [(f"ablation_v4/{v}_seed{s}/eval", f"{v}_seed{s}")
+                                                  for v in "abc" for s in (43, 44) if (v, s) != ("c", 43)]
+    for official, merged in runs:
+        cells = []
+        for mode in ("online", "offline"):
+            for objects in ("all", "appear-disappear"):
+                off = _metrics(results / official / f"{mode}_{objects}.json")["AP"] * 100
+                on = _metrics(results / "fragment_merge" / "other_runs" / merged / f"{mode}_merged_{objects}.json")["AP"] * 100
+                cells.append(f"{off:.1f} → {on:.1f}")
+        assert " | ".join(cells) + " |" in readme, merged
