@@ -173,15 +173,22 @@ def suppress_duplicate_emergence(out: TrackerFrameOutput, valid: Tensor, iou_thr
     scores = foreground_score(out.logits[candidates].float())
     result = valid.clone()
     for k in candidates[torch.argsort(scores, descending=True)].tolist():
-        if kept:
-            inter = binary[kept] @ binary[k]
-            union = binary[kept].sum(1) + binary[k].sum() - inter
-            iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.zeros_like(inter))
-            if bool((iou > iou_threshold).any()):
-                result[k] = False
-                continue
-        kept.append(k)
+        if _overlaps_any(binary, kept, k, iou_threshold):
+            result[k] = False
+        else:
+            kept.append(k)
     return result
+
+
+def _overlaps_any(binary: Tensor, kept: list[int], k: int, iou_threshold: float) -> bool:
+    """Whether row ``k`` of ``binary`` (flattened 0/1 masks) has IoU above ``iou_threshold`` with
+    any of the rows ``kept``."""
+    if not kept:
+        return False
+    inter = binary[kept] @ binary[k]
+    union = binary[kept].sum(1) + binary[k].sum() - inter
+    iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.zeros_like(inter))
+    return bool((iou > iou_threshold).any())
 
 
 def suppress_duplicate_rows(masks: Tensor, scores: Tensor, valid: Tensor, num_tracks: int,
@@ -198,14 +205,10 @@ def suppress_duplicate_rows(masks: Tensor, scores: Tensor, valid: Tensor, num_tr
     result = valid.clone()
     kept: list[int] = []
     for i, k in enumerate(rows[order].tolist()):
-        if kept:
-            inter = binary[kept] @ binary[i]
-            union = binary[kept].sum(1) + binary[i].sum() - inter
-            iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.zeros_like(inter))
-            if bool((iou > iou_threshold).any()):
-                result[k] = False
-                continue
-        kept.append(i)
+        if _overlaps_any(binary, kept, i, iou_threshold):
+            result[k] = False
+        else:
+            kept.append(i)
     return result
 
 

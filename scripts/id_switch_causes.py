@@ -19,24 +19,18 @@ came from:
 
 from __future__ import annotations
 
-import argparse
 import collections
-import dataclasses
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daq_eval.ytvis_format import read_dataset  # noqa: E402
-from daq_model.config import ONLINE  # noqa: E402
 from daq_model.outputs import VideoInfo  # noqa: E402
-from daq_model.predictor import VideoPredictor  # noqa: E402
-from pipeline.model_source import resolve_model  # noqa: E402
-from scripts.track_coverage import decode  # noqa: E402
+from scripts.track_coverage import decode, online_predictor, parse_follow_arguments  # noqa: E402
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -76,17 +70,8 @@ def classify(tracks: list, masks: list, min_area: int) -> list[tuple[str, str]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", type=Path, help="dataset root (annotations.json, JPEGImages/)")
-    parser.add_argument("--videos", type=int, default=40)
-    parser.add_argument("--checkpoint", default=None, help="default: the shipped model")
-    parser.add_argument("--min-area", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    spec = resolve_model(args.checkpoint, None)
-    predictor = VideoPredictor.from_checkpoint(spec.checkpoint,
-                                               dataclasses.replace(spec.config, meta_architecture=ONLINE))
+    args = parse_follow_arguments(__doc__, threads=1)
+    predictor = online_predictor(args.checkpoint)
     data = read_dataset(args.data / "annotations.json")
     counts: collections.Counter = collections.Counter()
     objects = 0

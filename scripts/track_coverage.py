@@ -74,18 +74,28 @@ def follow(predictor: VideoPredictor, root: Path, videos: int, min_area: int) ->
     return rows
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_follow_arguments(description: str, threads: int) -> argparse.Namespace:
+    """The arguments of the scripts that follow objects through the online tracker."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", type=Path, help="dataset root (annotations.json, JPEGImages/)")
     parser.add_argument("--videos", type=int, default=40)
     parser.add_argument("--checkpoint", default=None, help="default: the shipped model")
     parser.add_argument("--min-area", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=threads)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    spec = resolve_model(args.checkpoint, None)
-    cfg = dataclasses.replace(spec.config, meta_architecture=ONLINE)
-    predictor = VideoPredictor.from_checkpoint(spec.checkpoint, cfg)
+    return args
+
+
+def online_predictor(checkpoint: str | None) -> VideoPredictor:
+    """The online predictor of ``checkpoint`` (default: the shipped model), refiner dropped."""
+    spec = resolve_model(checkpoint, None)
+    return VideoPredictor.from_checkpoint(spec.checkpoint, dataclasses.replace(spec.config, meta_architecture=ONLINE))
+
+
+def main() -> int:
+    args = parse_follow_arguments(__doc__, threads=2)
+    predictor = online_predictor(args.checkpoint)
     for kind, rows in follow(predictor, args.data, args.videos, args.min_area).items():
         if not rows:
             print(f"{kind}: no objects")
