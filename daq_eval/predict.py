@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from daq_model.config import DAQConfig, TestConfig
-from daq_model.fragment_merge import fragment_groups, merged_frames
+from daq_model.fragment_merge import merge_fragments
 from daq_model.outputs import FrameTracks, Instance, VideoInfo, VideoResult
 from daq_model.predictor import VideoPredictor
 from daq_eval.ytvis_format import Dataset, Prediction, Video, encode_masks
@@ -170,18 +170,13 @@ def merge_fragment_segmentations(instances: list[Instance], segs: list[list[dict
                                  ) -> tuple[list[Instance], list[list[dict | None]]]:
     """Instances and per-frame RLEs after :mod:`daq_model.fragment_merge` (each merged instance
     keeps its highest-scoring member's entry)."""
-    masks = [{t: {"size": r["size"], "counts": r["counts"].encode("ascii")} for t, r in enumerate(seg) if r}
-             for seg in segs]
-    groups = fragment_groups([int(i.label) for i in instances], [float(i.score) for i in instances], masks,
-                             test.merge_fragments_iou, test.merge_fragments_agree)
-    out_instances, out_segs = [], []
-    for group in groups:
-        seg: list[dict | None] = [None] * len(segs[group[0]])
-        for t, member in merged_frames(group, masks).items():
-            seg[t] = segs[member][t]
-        out_instances.append(instances[group[0]])
-        out_segs.append(seg)
-    return out_instances, out_segs
+    merged = merge_fragments(
+        instances, [int(i.label) for i in instances], [float(i.score) for i in instances],
+        [{t: r for t, r in enumerate(seg) if r} for seg in segs],
+        lambda r: {"size": r["size"], "counts": r["counts"].encode("ascii")},
+        test.merge_fragments_iou, test.merge_fragments_agree)
+    length = len(segs[0]) if segs else 0
+    return [inst for inst, _ in merged], [[frames.get(t) for t in range(length)] for _, frames in merged]
 
 
 def _instance_segmentations(result: VideoResult, tracks: _TrackMasks, length: int

@@ -15,11 +15,13 @@ Masks are COCO RLE (``pycocotools``), as the label job and the prediction writer
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence, TypeVar
 
 from pycocotools import mask as mask_utils
 
 FrameRLEs = Mapping[int, dict]  # frame index -> COCO RLE of a non-empty mask
+ItemT = TypeVar("ItemT")
+InstanceT = TypeVar("InstanceT")
 
 
 def _agree(a: FrameRLEs, b: FrameRLEs, iou: float, min_agree: float) -> bool:
@@ -65,3 +67,15 @@ def merged_frames(group: Sequence[int], masks: Sequence[FrameRLEs]) -> dict[int,
         for t in masks[member]:
             chosen.setdefault(t, member)
     return dict(sorted(chosen.items()))
+
+
+def merge_fragments(instances: Sequence[InstanceT], labels: Sequence[int], scores: Sequence[float],
+                    frames: Sequence[Mapping[int, ItemT]], to_rle: Callable[[ItemT], dict], iou: float,
+                    min_agree: float) -> list[tuple[InstanceT, dict[int, ItemT]]]:
+    """The merged instances: for each group, its best member's instance and, frame by frame (in
+    order), the item of the best member that has one. ``frames[i]``: instance i's non-empty
+    per-frame items (a row, an RLE ...), ``to_rle`` gives an item's COCO RLE (bytes counts)."""
+    masks = [{t: to_rle(item) for t, item in per_frame.items()} for per_frame in frames]
+    groups = fragment_groups(labels, scores, masks, iou, min_agree)
+    return [(instances[group[0]], {t: frames[member][t] for t, member in merged_frames(group, masks).items()})
+            for group in groups]

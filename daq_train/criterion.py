@@ -143,6 +143,17 @@ class FrameOutput:
     duplicate_rows: Tensor | None = None
 
 
+def supervised_pairs(indices: tuple[Tensor, Tensor], valid: Tensor, negatives: Sequence[int]
+                     ) -> tuple[Tensor, Tensor]:
+    """The (row, GT) pairs of ``indices`` that are positives: GT valid in the frame and not in
+    ``negatives``."""
+    rows, cols = indices
+    keep = valid.to(torch.bool).to(cols.device)[cols] if cols.numel() else cols.bool()
+    for neg in negatives:
+        keep = keep & (cols != neg)
+    return rows[keep], cols[keep]
+
+
 def clip_losses(outputs: Sequence[FrameOutput], targets: Sequence[FrameTarget], num_classes: int,
                 weights: LossWeights, points: PointLossSettings,
                 emerging_positive_weight: float = 1.0,
@@ -167,13 +178,7 @@ def clip_losses(outputs: Sequence[FrameOutput], targets: Sequence[FrameTarget], 
         raise ValueError("every frame output must carry the same number of layers")
     num_masks = max(float(sum(int(o.indices[0].numel()) for o in outputs)), 1.0)
 
-    positives = []
-    for out, tgt in zip(outputs, targets):
-        rows, cols = out.indices
-        keep = tgt.valid.to(torch.bool).to(cols.device)[cols] if cols.numel() else cols.bool()
-        for neg in out.negatives:
-            keep = keep & (cols != neg)
-        positives.append((rows[keep], cols[keep]))
+    positives = [supervised_pairs(out.indices, tgt.valid, out.negatives) for out, tgt in zip(outputs, targets)]
 
     device = outputs[0].logits[-1].device
     weight = empty_weight(num_classes, weights.no_object_weight, device)

@@ -55,7 +55,8 @@ from torch import Tensor
 from daq_model.dvis_daq import DVISDAQ
 from daq_model.track_state import TrackRecord, ema_anchor_update
 from daq_train.config import TrainConfig
-from daq_train.criterion import FrameOutput, FrameTarget, clip_losses, duplicate_emerging_rows
+from daq_train.criterion import (FrameOutput, FrameTarget, clip_losses, duplicate_emerging_rows,
+                                 supervised_pairs)
 from daq_train.data import select_frames
 from daq_train.engine import Stateful
 from daq_train.matcher import FrameMatch, foreground_score, match_frame, match_new_instances
@@ -220,11 +221,8 @@ class TrackerLoss(Stateful):
                     target: FrameTarget, negatives: list[int]) -> Tensor:
         """Emerging rows of this frame that duplicate one of its positives (the valid, non-negative
         pairs ``clip_losses`` supervises)."""
-        rows, cols = indices
-        keep = target.valid.to(torch.bool).to(cols.device)[cols] if cols.numel() else cols.bool()
-        for neg in negatives:
-            keep = keep & (cols != neg)
-        return duplicate_emerging_rows(masks, num_tracks, rows[keep], target.masks[cols[keep]],
+        rows, cols = supervised_pairs(indices, target.valid, negatives)
+        return duplicate_emerging_rows(masks, num_tracks, rows, target.masks[cols],
                                        self.cfg.emerging_duplicate_iou)
 
     def _simulate_disappearance(self, tracks: Tracks, match: FrameMatch, num_slots: int

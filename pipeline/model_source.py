@@ -17,7 +17,6 @@ package version), joined by newlines.
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 import json
 import logging

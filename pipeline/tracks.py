@@ -25,7 +25,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from daq_model.config import TestConfig
-from daq_model.fragment_merge import fragment_groups, merged_frames
+from daq_model.fragment_merge import merge_fragments
 from daq_model.outputs import FrameMasks, FrameTracks, Instance
 
 
@@ -155,11 +155,9 @@ def merge_fragment_rows(instances: list[Instance], rows: list[list[MaskRow]], si
     """Instances and their rows after :mod:`daq_model.fragment_merge`: a merged instance keeps its
     highest-scoring member's entry (id, tracker track, label, score) and takes each frame's row
     from the highest-scoring member that has one. ``size``: the masks' (height, width)."""
-    masks = [{r.frame_index: {"size": list(size), "counts": r.counts.encode("ascii")} for r in inst_rows}
-             for inst_rows in rows]
-    groups = fragment_groups([int(i.label) for i in instances], [float(i.score) for i in instances], masks,
-                             test.merge_fragments_iou, test.merge_fragments_agree)
-    by_frame = [{r.frame_index: r for r in inst_rows} for inst_rows in rows]
-    merged_rows = [[by_frame[member][t] for t, member in merged_frames(group, masks).items()]
-                   for group in groups]
-    return [instances[group[0]] for group in groups], merged_rows
+    merged = merge_fragments(
+        instances, [int(i.label) for i in instances], [float(i.score) for i in instances],
+        [{r.frame_index: r for r in inst_rows} for inst_rows in rows],
+        lambda r: {"size": list(size), "counts": r.counts.encode("ascii")},
+        test.merge_fragments_iou, test.merge_fragments_agree)
+    return [inst for inst, _ in merged], [list(frames.values()) for _, frames in merged]
