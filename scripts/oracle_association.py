@@ -11,7 +11,7 @@ is an upper bound for any tracker on this segmenter, up to what a tracker could 
 classes) that the segmenter got wrong.
 
     .venv/bin/python scripts/oracle_association.py runs/data/synth_heldout --videos 30 \\
-        [--checkpoint CKPT (default: the shipped model)] [--config PRESET|YAML]
+        [--checkpoint CKPT (default: the shipped model)] [--config PRESET|YAML] [--out ORACLE.json]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daq_eval.predict import category_map  # noqa: E402
 from daq_eval.video_ap import evaluate_video_ap  # noqa: E402
-from daq_eval.ytvis_format import Dataset, Prediction, encode_masks, read_dataset  # noqa: E402
+from daq_eval.ytvis_format import Dataset, Prediction, encode_masks, read_dataset, write_predictions  # noqa: E402
 from pipeline.model_source import shipped_model  # noqa: E402
 from daq_model.checkpoint import read_checkpoint  # noqa: E402
 from daq_model.config import ONLINE, load_config  # noqa: E402
@@ -116,10 +116,14 @@ def main() -> int:
     parser.add_argument("--videos", type=int, default=30)
     parser.add_argument("--min-iou", type=float, default=0.1, help="pairs below this mask IoU are dropped")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the oracle tracks as a prediction file (for missed_objects.py --oracle)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     subset, preds = oracle_predictions(args.checkpoint, args.data, args.videos, args.min_iou, args.config)
     stats = evaluate_video_ap(subset, preds).stats
+    if args.out is not None:
+        write_predictions(preds, args.out)
     print(json.dumps({"videos": len(subset.videos), "objects": len(subset.annotations),
                       **{k: round(v, 4) for k, v in stats.items()}}))
     return 0

@@ -103,3 +103,41 @@ def test_merge_track_fragments_links_tracks_that_follow_one_object_in_turn() -> 
     head = merged[0]
     assert head.segmentations == (obj, obj, obj, obj, obj)  # the first track, continued by the second
     assert merge(gt, preds, iou=0.8) == list(preds)  # IoU 0.75 where they overlap: nothing merged
+
+
+def test_missed_objects_kinds_by_hand() -> None:
+    """One hand-made 8-frame video per kind of miss; the found objects are not listed."""
+    from daq_eval.ytvis_format import encode_mask, parse_dataset, parse_predictions
+    from scripts.missed_objects import best_video_iou, classify_missed
+
+    left, right, middle = encode_mask(_box(0, 2)), encode_mask(_box(5, 8)), encode_mask(_box(3, 4))
+
+    def frames(mask, present: range) -> list:
+        return [mask if t in present else None for t in range(8)]
+
+    objects = {  # video id -> [(annotation id, frames)]
+        1: [(10, frames(left, range(8)))],                                  # no prediction
+        2: [(20, frames(left, range(8)))],                                  # split over two
+        3: [(30, frames(left, range(4))), (31, frames(right, range(4, 8)))],  # hop from 30 to 31
+        4: [(40, frames(left, range(8)))],                                  # held 2 of 8 frames
+        5: [(50, frames(left, range(2)))],                                  # masks beyond it
+    }
+    preds = {
+        1: [frames(middle, range(8))],  # background only: 10 is never covered
+        2: [frames(left, range(0, 2)), frames(left, range(2, 4))],
+        3: [frames(left, range(1, 4))[:4] + frames(right, range(4, 8))[4:]],
+        4: [frames(left, range(2))],
+        5: [frames(left, range(2))[:2] + frames(middle, range(2, 8))[2:]],
+    }
+    gt = parse_dataset({
+        "videos": [{"id": v, "width": 8, "height": 4, "length": 8, "file_names": [f"{v}/{t}" for t in range(8)]}
+                   for v in objects],
+        "categories": [{"id": 1, "name": "shape"}],
+        "annotations": [{"id": a, "video_id": v, "category_id": 1, "iscrowd": 0, "segmentations": segs,
+                         "areas": [8 if s else None for s in segs], "bboxes": [None] * 8}
+                        for v, anns in objects.items() for a, segs in anns]})
+    predictions = parse_predictions([{"video_id": v, "category_id": 1, "score": 0.9, "segmentations": segs}
+                                     for v, ps in preds.items() for segs in ps], gt)
+    assert best_video_iou(gt, predictions)[31] >= 0.5  # the hopping track finds the second object
+    assert classify_missed(gt, predictions) == {
+        10: "never covered", 20: "split", 30: "hop", 40: "partial", 50: "extra frames"}
