@@ -15,6 +15,9 @@ the prediction whose mask there has IoU >= 0.5 with it, if any; then the object 
 ``--oracle`` takes the prediction file ``scripts/oracle_association.py --out`` writes (the same
 segmenter with perfect association) and splits each kind by whether the segmenter alone could
 give the object: ``segmenter`` (its oracle track has video IoU < 0.5 too) or ``tracker``.
+Last, every hop of every prediction (it covers one object, then, in a later frame, another) is
+counted by whether the second object has the first one's class and whether the first was still
+in view when the prediction moved.
 
     .venv/bin/python scripts/missed_objects.py PREDICTIONS.json GROUND_TRUTH.json [--oracle ORACLE.json]
 """
@@ -69,6 +72,42 @@ def best_video_iou(dataset: Dataset, predictions: tuple[Prediction, ...]) -> dic
     return best
 
 
+def _covers(height: int, width: int, length: int, anns: list[Annotation], gt_tracks, preds: list[Prediction]
+            ) -> list[list[int | None]]:
+    """covers[i][t]: the annotation prediction i covers in frame t (mask IoU >= 0.5), or None."""
+    dt = [track.rles for track in _tracks([p.segmentations for p in preds], height, width)]
+    out = []
+    for d in dt:
+        row = []
+        for t in range(length):
+            iou, aid = max(((_frame_iou(d[t], g.rles[t]), a.id) for a, g in zip(anns, gt_tracks)),
+                           default=(0.0, None))
+            row.append(aid if iou >= 0.5 else None)
+        out.append(row)
+    return out
+
+
+def hops(dataset: Dataset, predictions: tuple[Prediction, ...]) -> collections.Counter:
+    """Every place where a prediction stops covering one object and next covers another:
+    counted as ``(same class?, was the first object visible in the frame the second is covered?)``."""
+    by_video = _by_video(predictions)
+    counts: collections.Counter = collections.Counter()
+    for video in dataset.videos:
+        anns = [a for a in dataset.annotations_by_video[video.id] if not a.iscrowd]
+        gt_tracks = _tracks([a.segmentations for a in anns], video.height, video.width)
+        areas = {a.id: g.areas for a, g in zip(anns, gt_tracks)}
+        category = {a.id: a.category_id for a in anns}
+        for row in _covers(video.height, video.width, video.length, anns, gt_tracks, by_video.get(video.id, [])):
+            last = None
+            for t, aid in enumerate(row):
+                if aid is None:
+                    continue
+                if last is not None and aid != last:
+                    counts[(category[aid] == category[last], bool(areas[last][t] > 0))] += 1
+                last = aid
+    return counts
+
+
 def classify_missed(dataset: Dataset, predictions: tuple[Prediction, ...]) -> dict[int, str]:
     """Annotation id -> kind (see the module docstring), for every missed object."""
     best = best_video_iou(dataset, predictions)
@@ -80,12 +119,7 @@ def classify_missed(dataset: Dataset, predictions: tuple[Prediction, ...]) -> di
             continue
         preds = by_video.get(video.id, [])
         gt_tracks = _tracks([a.segmentations for a in anns], video.height, video.width)
-        gt = {a.id: track.rles for a, track in zip(anns, gt_tracks)}
-        dt = [track.rles for track in _tracks([p.segmentations for p in preds], video.height, video.width)]
-        # covers[i][t]: the annotation prediction i covers in frame t (IoU >= 0.5), or None
-        covers = [[max(((_frame_iou(d[t], gt[a.id][t]), a.id) for a in anns), default=(0.0, None))
-                   for t in range(video.length)] for d in dt]
-        covers = [[aid if iou >= 0.5 else None for iou, aid in row] for row in covers]
+        covers = _covers(video.height, video.width, video.length, anns, gt_tracks, preds)
         for a, track in zip(anns, gt_tracks):
             if best[a.id] >= 0.5:
                 continue
@@ -141,6 +175,11 @@ def main() -> int:
         print(f"perfect association on the segmenter finds {found}; of the missed, "
               f"{sum(1 for k in kinds if oracle.get(k, 0.0) < 0.5)} are beyond it")
     print("\n".join(_describe(annotations, kinds, oracle)))
+    moves = hops(dataset, read_predictions(args.predictions, dataset))
+    print(f"hops (a prediction covers one object, then another): {sum(moves.values())}; "
+          f"to an object of the same class {sum(v for (same, _), v in moves.items() if same)}; "
+          f"while the first was out of view {sum(v for (_, seen), v in moves.items() if not seen)}; "
+          f"both {moves[(True, False)]}")
     return 0
 
 

@@ -108,7 +108,7 @@ def test_merge_track_fragments_links_tracks_that_follow_one_object_in_turn() -> 
 def test_missed_objects_kinds_by_hand() -> None:
     """One hand-made 8-frame video per kind of miss; the found objects are not listed."""
     from daq_eval.ytvis_format import encode_mask, parse_dataset, parse_predictions
-    from scripts.missed_objects import best_video_iou, classify_missed
+    from scripts.missed_objects import best_video_iou, classify_missed, hops
 
     left, right, middle = encode_mask(_box(0, 2)), encode_mask(_box(5, 8)), encode_mask(_box(3, 4))
 
@@ -141,3 +141,5 @@ def test_missed_objects_kinds_by_hand() -> None:
     assert best_video_iou(gt, predictions)[31] >= 0.5  # the hopping track finds the second object
     assert classify_missed(gt, predictions) == {
         10: "never covered", 20: "split", 30: "hop", 40: "partial", 50: "extra frames"}
+    # one hop, in video 3: to an object of the same class, once the first had left the view
+    assert hops(gt, predictions) == {(True, False): 1}
