@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 from pipeline.model_source import PRETRAINED_DIR
@@ -167,3 +168,33 @@ def test_fragment_merge_other_runs_table_is_the_metric_files() -> None:
                 on = _metrics(results / "fragment_merge" / "other_runs" / merged / f"{mode}_merged_{objects}.json")["AP"] * 100
                 cells.append(f"{off:.1f} → {on:.1f}")
         assert " | ".join(cells) + " |" in readme, merged
+
+
+def _missed_counts(path: Path) -> dict[str, tuple[int, ...]]:
+    """missed_objects.py output -> {kind: (count, segmenter, tracker)}, "all missed": (count,
+    beyond the segmenter) and "hops": (hops in all,)."""
+    text = path.read_text()
+    counts = {"all missed": (int(re.search(r"(\d+) missed", text).group(1)),
+                             int(re.search(r"(\d+) are beyond it", text).group(1))),
+              "hops": (int(re.search(r"then another\): (\d+)", text).group(1)),)}
+    for kind, n, seg, trk in re.findall(r"^(\w[\w ]*?) +(\d+)  median .*segmenter (\d+), tracker (\d+)",
+                                        text, re.M):
+        counts[kind] = (int(n), int(seg), int(trk))
+    return counts
+
+
+def test_missed_objects_tables_are_the_committed_outputs() -> None:
+    folder = ROOT / "docs" / "results" / "missed_objects"
+    text = _results_readme("missed_objects")
+    merged = _missed_counts(folder / "shipped_merged_missed.txt")
+    official = _missed_counts(folder / "shipped_official_missed.txt")
+    assert f"| **{merged['all missed'][0]}** | **{merged['all missed'][1]}** | **{official['all missed'][0]}** |" in text
+    for kind in ("never covered", "split", "hop", "partial", "extra frames"):
+        assert f"| {merged[kind][0]} | {merged[kind][1]} | {official[kind][0]} |" in text, kind
+    assert "71 hops" in text and merged["hops"] == (71,) and official["hops"] == (128,)
+    for run in sorted(p for p in folder.iterdir() if p.is_dir()):
+        ap = [100 * _metrics(run / f"online_{post}_{objects}.json")["AP"]
+              for post in ("official", "merged") for objects in ("all", "appear-disappear")]
+        missed = _missed_counts(run / "missed_merged.txt")
+        assert (" | ".join(f"{v:.2f}" for v in ap) + f" | {missed['all missed'][0]} | {missed['hop'][0]} | "
+                f"{missed['hops'][0]} |" in text), run.name
