@@ -49,38 +49,36 @@ def _frame_iou(a, b) -> float:
     return float(mask_utils.iou([a], [b], [0])[0][0])
 
 
-def _by_video(predictions: tuple[Prediction, ...]) -> dict[int, list[Prediction]]:
-    out: dict[int, list[Prediction]] = collections.defaultdict(list)
+def _videos(dataset: Dataset, predictions: tuple[Prediction, ...]):
+    """Per video: its objects (no crowds), their tracks, its predictions and their tracks."""
+    by_video: dict[int, list[Prediction]] = collections.defaultdict(list)
     for p in predictions:
-        out[p.video_id].append(p)
-    return out
+        by_video[p.video_id].append(p)
+    for video in dataset.videos:
+        anns = [a for a in dataset.annotations_by_video[video.id] if not a.iscrowd]
+        preds = by_video.get(video.id, [])
+        yield (video, anns, _tracks([a.segmentations for a in anns], video.height, video.width),
+               preds, _tracks([p.segmentations for p in preds], video.height, video.width))
 
 
 def best_video_iou(dataset: Dataset, predictions: tuple[Prediction, ...]) -> dict[int, float]:
     """Annotation id -> the best spatio-temporal IoU a prediction of its class reaches."""
-    by_video = _by_video(predictions)
     best: dict[int, float] = {}
-    for video in dataset.videos:
-        anns = [a for a in dataset.annotations_by_video[video.id] if not a.iscrowd]
-        preds = by_video.get(video.id, [])
-        ious = (spatiotemporal_iou(_tracks([p.segmentations for p in preds], video.height, video.width),
-                                   _tracks([a.segmentations for a in anns], video.height, video.width))
-                if preds and anns else np.zeros((len(preds), len(anns))))
+    for _, anns, gt_tracks, preds, dt_tracks in _videos(dataset, predictions):
+        ious = spatiotemporal_iou(dt_tracks, gt_tracks) if preds and anns else np.zeros((len(preds), len(anns)))
         for j, a in enumerate(anns):
             same = [i for i, p in enumerate(preds) if p.category_id == a.category_id]
             best[a.id] = float(ious[same, j].max()) if same else 0.0
     return best
 
 
-def _covers(height: int, width: int, length: int, anns: list[Annotation], gt_tracks, preds: list[Prediction]
-            ) -> list[list[int | None]]:
+def _covers(length: int, anns: list[Annotation], gt_tracks, dt_tracks) -> list[list[int | None]]:
     """covers[i][t]: the annotation prediction i covers in frame t (mask IoU >= 0.5), or None."""
-    dt = [track.rles for track in _tracks([p.segmentations for p in preds], height, width)]
     out = []
-    for d in dt:
+    for d in dt_tracks:
         row = []
         for t in range(length):
-            iou, aid = max(((_frame_iou(d[t], g.rles[t]), a.id) for a, g in zip(anns, gt_tracks)),
+            iou, aid = max(((_frame_iou(d.rles[t], g.rles[t]), a.id) for a, g in zip(anns, gt_tracks)),
                            default=(0.0, None))
             row.append(aid if iou >= 0.5 else None)
         out.append(row)
@@ -90,14 +88,11 @@ def _covers(height: int, width: int, length: int, anns: list[Annotation], gt_tra
 def hops(dataset: Dataset, predictions: tuple[Prediction, ...]) -> collections.Counter:
     """Every place where a prediction stops covering one object and next covers another:
     counted as ``(same class?, was the first object visible in the frame the second is covered?)``."""
-    by_video = _by_video(predictions)
     counts: collections.Counter = collections.Counter()
-    for video in dataset.videos:
-        anns = [a for a in dataset.annotations_by_video[video.id] if not a.iscrowd]
-        gt_tracks = _tracks([a.segmentations for a in anns], video.height, video.width)
+    for video, anns, gt_tracks, _, dt_tracks in _videos(dataset, predictions):
         areas = {a.id: g.areas for a, g in zip(anns, gt_tracks)}
         category = {a.id: a.category_id for a in anns}
-        for row in _covers(video.height, video.width, video.length, anns, gt_tracks, by_video.get(video.id, [])):
+        for row in _covers(video.length, anns, gt_tracks, dt_tracks):
             last = None
             for t, aid in enumerate(row):
                 if aid is None:
@@ -111,15 +106,11 @@ def hops(dataset: Dataset, predictions: tuple[Prediction, ...]) -> collections.C
 def classify_missed(dataset: Dataset, predictions: tuple[Prediction, ...]) -> dict[int, str]:
     """Annotation id -> kind (see the module docstring), for every missed object."""
     best = best_video_iou(dataset, predictions)
-    by_video = _by_video(predictions)
     kinds: dict[int, str] = {}
-    for video in dataset.videos:
-        anns = [a for a in dataset.annotations_by_video[video.id] if not a.iscrowd]
+    for video, anns, gt_tracks, _, dt_tracks in _videos(dataset, predictions):
         if all(best[a.id] >= 0.5 for a in anns):
             continue
-        preds = by_video.get(video.id, [])
-        gt_tracks = _tracks([a.segmentations for a in anns], video.height, video.width)
-        covers = _covers(video.height, video.width, video.length, anns, gt_tracks, preds)
+        covers = _covers(video.length, anns, gt_tracks, dt_tracks)
         for a, track in zip(anns, gt_tracks):
             if best[a.id] >= 0.5:
                 continue
@@ -166,7 +157,8 @@ def main() -> int:
                         help="oracle_association.py --out predictions: split each kind by segmenter/tracker")
     args = parser.parse_args()
     dataset = read_dataset(args.ground_truth)
-    kinds = classify_missed(dataset, read_predictions(args.predictions, dataset))
+    predictions = read_predictions(args.predictions, dataset)
+    kinds = classify_missed(dataset, predictions)
     oracle = best_video_iou(dataset, read_predictions(args.oracle, dataset)) if args.oracle else None
     annotations = [a for a in dataset.annotations or () if not a.iscrowd]
     print(f"{len(annotations)} objects, {len(kinds)} missed (no prediction of their class at video IoU >= 0.5)")
@@ -175,7 +167,7 @@ def main() -> int:
         print(f"perfect association on the segmenter finds {found}; of the missed, "
               f"{sum(1 for k in kinds if oracle.get(k, 0.0) < 0.5)} are beyond it")
     print("\n".join(_describe(annotations, kinds, oracle)))
-    moves = hops(dataset, read_predictions(args.predictions, dataset))
+    moves = hops(dataset, predictions)
     print(f"hops (a prediction covers one object, then another): {sum(moves.values())}; "
           f"to an object of the same class {sum(v for (same, _), v in moves.items() if same)}; "
           f"while the first was out of view {sum(v for (_, seen), v in moves.items() if not seen)}; "
