@@ -8,7 +8,12 @@ from the shipped checkpoint. ``daq-label train --stage tracker --out RUN`` then 
 exactly as the full run would (up to the random point sampling of the losses).
 
     .venv/bin/python scripts/segmenter_from_shipped.py runs/exp_x \\
-        [--checkpoint CKPT (default: the shipped model)] [--config small_cpu]
+        [--checkpoint CKPT (default: the shipped model)] [--config small_cpu] \\
+        [--model-set tracker.decoder_layers=6 ...]
+
+``--model-set`` changes the model built around the taken segmenter (tracker or refiner settings);
+train the tracker stage with the same architecture, ``daq-label train --model RUN/model.yaml``
+(this script writes that yaml beside the export).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -40,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
                         help="trained checkpoint whose segmenter to take (default: the shipped model)")
     parser.add_argument("--config", default="small_cpu", help="train config (preset or yaml) for the seed")
+    parser.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a model config entry (e.g. tracker.decoder_layers=6); repeatable")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -48,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     if model_cfg is None:
         print(f"{args.checkpoint}: carries no model config", file=sys.stderr)
         return 2
+    overrides = {}
+    for item in args.model_set:
+        key, sep, value = item.partition("=")
+        if not sep or key.strip().startswith(("backbone.", "pixel_decoder.", "segmenter.")):
+            print(f"--model-set {item!r}: expected KEY=VALUE outside the segmenter", file=sys.stderr)
+            return 2
+        overrides[key.strip()] = yaml.safe_load(value)
+    if overrides:
+        model_cfg = model_cfg.with_overrides(overrides)
     train_cfg = load_train_config(args.config)
     torch.manual_seed(train_cfg.seed)  # as jobs/train.py does before stage 1 builds the model
     model = DVISDAQ(model_cfg)
@@ -64,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     destination = exported_path(args.run_dir, "segmenter")
     export_model(model, destination, metadata={"stage": "segmenter", "source": str(args.checkpoint),
                                                "note": "segmenter taken from a trained checkpoint"})
+    if overrides:
+        model_yaml = Path(args.run_dir) / "model.yaml"
+        model_yaml.write_text(model_cfg.to_yaml())
+        logging.info("model config with %s -> %s", overrides, model_yaml)
     logging.info("%d segmenter tensors from %s -> %s", taken, args.checkpoint, destination)
     return 0
 

@@ -56,3 +56,36 @@ def test_ablation_seed_script_rejects_an_unknown_variant(tmp_path: Path) -> None
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and "unknown variant x" in done.stderr
     assert not any(tmp_path.iterdir())
+
+
+def _run_segmenter_from_shipped(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "segmenter_from_shipped.py"), *args],
+                          cwd=ROOT, capture_output=True, text=True)
+
+
+def test_segmenter_from_shipped_builds_a_deeper_tracker_around_the_shipped_segmenter(tmp_path: Path) -> None:
+    import torch
+
+    from daq_model.checkpoint import read_checkpoint
+    from daq_model.config import load_config
+    from pipeline.model_source import shipped_model
+
+    done = _run_segmenter_from_shipped(str(tmp_path), "--model-set", "tracker.decoder_layers=3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    model_cfg = load_config(tmp_path / "model.yaml")
+    assert model_cfg.tracker.decoder_layers == 3
+    exported = read_checkpoint(str(tmp_path / "segmenter" / "model.pt"))
+    assert exported.daq_config().tracker.decoder_layers == 3
+    shipped = read_checkpoint(str(shipped_model()[0])).state_dict
+    weights = exported.state_dict
+    segmenter_keys = [k for k in shipped if k.startswith(("backbone.", "sem_seg_head."))]
+    assert segmenter_keys and all(torch.equal(weights[k], shipped[k]) for k in segmenter_keys)
+    # the third tracker layer exists only in the deeper model (seeded init, not taken from anywhere)
+    assert "tracker.transformer_ffn_layers.2.linear1.weight" in weights
+    assert "tracker.transformer_ffn_layers.2.linear1.weight" not in shipped
+
+
+def test_segmenter_from_shipped_refuses_to_change_the_segmenter(tmp_path: Path) -> None:
+    done = _run_segmenter_from_shipped(str(tmp_path), "--model-set", "segmenter.hidden_dim=32")
+    assert done.returncode == 2 and "outside the segmenter" in done.stderr
+    assert not (tmp_path / "segmenter").exists()
