@@ -4,7 +4,8 @@
 * :func:`from_plain` -- back to the dataclass tree, type hints deciding which values are nested
   dataclasses; lists become tuples; numbers written ``1e-4`` (a string to PyYAML) become floats
   where the field is a float; unknown keys are an error;
-* :func:`with_dotted_overrides` -- a copy with ``{"section.key": value}`` overrides applied.
+* :func:`with_dotted_overrides` -- a copy with ``{"section.key": value}`` overrides applied;
+* :func:`parse_dotted_overrides` -- ``KEY=VALUE`` command-line items as such overrides.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import typing
 from typing import Any, Mapping, TypeVar
+
+import yaml
 
 T = TypeVar("T")
 
@@ -73,3 +76,14 @@ def with_dotted_overrides(instance: T, overrides: Mapping[str, Any], what: str =
             raise KeyError(f"unknown {what} key {dotted!r}")
         node[leaf] = value
     return from_plain(type(instance), data)
+
+
+def parse_dotted_overrides(items: typing.Iterable[str], option: str = "--set") -> dict[str, Any]:
+    """``["tracker.iters=2", ...]`` -> ``{"tracker.iters": 2}``, each value read as YAML."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{option} expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
+from daq_model.config_tree import parse_dotted_overrides
 from daq_train.config import STAGES, TRAIN_PRESETS, TrainConfig, load_train_config
 
 logger = logging.getLogger("jobs.train")
@@ -91,12 +91,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         cfg = load_train_config(args.config)
     else:
         cfg = read_train_config(args.out) or load_train_config("small_cpu")
-    overrides: dict[str, object] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+    overrides: dict[str, object] = parse_dotted_overrides(args.set)
     if args.model is not None:
         overrides["model"] = args.model
     if args.curriculum is not None:

@@ -24,12 +24,12 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.model_source import shipped_model  # noqa: E402
 from daq_model.checkpoint import read_checkpoint  # noqa: E402
+from daq_model.config_tree import parse_dotted_overrides  # noqa: E402
 from daq_model.dvis_daq import DVISDAQ  # noqa: E402
 from daq_train.config import load_train_config  # noqa: E402
 from daq_train.model_setup import export_model  # noqa: E402
@@ -56,13 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     if model_cfg is None:
         print(f"{args.checkpoint}: carries no model config", file=sys.stderr)
         return 2
-    overrides = {}
-    for item in args.model_set:
-        key, sep, value = item.partition("=")
-        if not sep or key.strip().startswith(("backbone.", "pixel_decoder.", "segmenter.")):
-            print(f"--model-set {item!r}: expected KEY=VALUE outside the segmenter", file=sys.stderr)
-            return 2
-        overrides[key.strip()] = yaml.safe_load(value)
+    try:
+        overrides = parse_dotted_overrides(args.model_set, "--model-set")
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    inside = [key for key in overrides if key.startswith(("backbone.", "pixel_decoder.", "segmenter."))]
+    if inside:
+        print(f"--model-set {inside[0]}: expected a setting outside the segmenter", file=sys.stderr)
+        return 2
     if overrides:
         model_cfg = model_cfg.with_overrides(overrides)
     train_cfg = load_train_config(args.config)
