@@ -46,4 +46,7 @@ def test_train_shipped_script_trains_three_stages_and_evaluates_without_shipping
     cfg = yaml.safe_load((run / "train_config.yaml").read_text())["train_config"]
     assert cfg["name"] == "small_cpu" and cfg["tracker"]["daq"] is True
     assert_run_evaluated(run)
+    walls = dict(line.split("=") for line in (run / "wall_seconds.txt").read_text().split())
+    assert list(walls) == ["segmenter", "tracker", "refiner", "total"]
+    assert int(walls["total"]) >= sum(int(walls[s]) for s in ("segmenter", "tracker", "refiner")) - 1
     assert _pretrained_files() == shipped_before  # SHIP=0 leaves the shipped model alone
