@@ -61,6 +61,7 @@ from daq_train.data import select_frames
 from daq_train.engine import Stateful
 from daq_train.matcher import FrameMatch, foreground_score, match_frame, match_new_instances
 from daq_train.model_setup import set_stage_modes
+from daq_train.prefetch import SegmenterPrefetcher
 from daq_train.sampler import ClipSampler, ClipSettings
 from daq_train.stage_referring import referring_clip
 from daq_train.stage_segmenter import loss_settings
@@ -107,7 +108,8 @@ class TrackerLoss(Stateful):
     """``iteration -> weighted losses`` of stage 2; its RNG (sub-clips, disappearance picks) is
     part of the training state."""
 
-    def __init__(self, model: DVISDAQ, sampler: ClipSampler, train_cfg: TrainConfig) -> None:
+    def __init__(self, model: DVISDAQ, sampler: ClipSampler, train_cfg: TrainConfig,
+                 prefetch: bool = True) -> None:
         self.model = model
         self.sampler = sampler
         self.cfg = train_cfg.tracker
@@ -123,6 +125,17 @@ class TrackerLoss(Stateful):
         self.num_classes = model.cfg.num_classes
         self.rng = random.Random(train_cfg.seed * 7919 + 2)
         self.stats: dict[str, float] = {}
+        # on CPU, full clips (and their frozen segmenter pass) are prepared one step ahead on a
+        # second thread; shorter clips are cut with self.rng, so they are drawn when needed (on
+        # CUDA the kernels already run asynchronously, and autocast is per thread)
+        self.clips = SegmenterPrefetcher(
+            sampler, ClipSettings(self.cfg.num_frames, self.cfg.frame_range),
+            lambda clip: run_frozen_segmenter(model, clip.images.to(model.device)),
+            prefetch_from=self.cfg.full_clip_from if prefetch and model.device.type == "cpu" else 1 << 62)
+        if prefetch and model.device.type == "cpu":
+            logger.info("tracker stage: from iteration %d the next clip and its frozen segmenter pass are "
+                        "prepared on a second thread (on C cores, --threads C-1 is fastest)",
+                        self.cfg.full_clip_from)
 
     def state_dict(self) -> dict:
         return {"rng": self.rng.getstate()}
@@ -139,16 +152,20 @@ class TrackerLoss(Stateful):
     def __call__(self, iteration: int) -> dict[str, Tensor]:
         set_stage_modes(self.model, "tracker")
         device = self.model.device
-        clip = self.sampler.sample_clip(iteration, ClipSettings(self.cfg.num_frames, self.cfg.frame_range))
-        targets, images = clip.targets, clip.images
         full = self.full_clip(iteration)
-        if not full and clip.num_frames > self.cfg.short_clip_frames:
-            n = self.cfg.short_clip_frames
-            start = self.rng.randint(0, clip.num_frames - n)
-            frames = list(range(start, start + n))
-            targets, images = select_frames(targets, frames), images[start:start + n]
+        if full:
+            clip, seg = self.clips.get(iteration)
+            targets, images = clip.targets, clip.images
+        else:
+            clip = self.clips.draw(iteration)
+            targets, images = clip.targets, clip.images
+            if clip.num_frames > self.cfg.short_clip_frames:
+                n = self.cfg.short_clip_frames
+                start = self.rng.randint(0, clip.num_frames - n)
+                frames = list(range(start, start + n))
+                targets, images = select_frames(targets, frames), images[start:start + n]
+            seg = run_frozen_segmenter(self.model, images.to(device))
         targets = targets.to(device)
-        seg = run_frozen_segmenter(self.model, images.to(device))
         frame_targets = [FrameTarget(*self._frame(targets, t)) for t in range(images.shape[0])]
         thr = self.model.cfg.tracker.aux_inference_select_threshold
         matches = [match_frame(seg.logits[t], seg.masks[t], ft.labels, ft.masks, ft.valid, self.costs, thr)
@@ -281,4 +298,6 @@ class TrackerLoss(Stateful):
 def tracker_loss_fn(model: DVISDAQ, sampler: ClipSampler, train_cfg: TrainConfig
                     ) -> tuple[TrackerLoss, dict[str, Stateful]]:
     loss = TrackerLoss(model, sampler, train_cfg)
-    return loss, {"tracker_loss": loss}
+    # the prefetcher stands in for the sampler in the resumable state (its state excludes the
+    # clip drawn ahead)
+    return loss, {"tracker_loss": loss, "sampler": loss.clips}

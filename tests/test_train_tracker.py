@@ -253,3 +253,42 @@ def test_tracker_resume_and_export(setup: dict) -> None:
     seg_state = seg.state_dict()
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, seg_state[k])]
     assert changed and all(k.startswith("tracker.") for k in changed)  # only the tracker trained
+
+
+def test_prefetching_the_next_clip_changes_no_loss_and_no_saved_sampler_state(setup: dict) -> None:
+    """On CPU the tracker stage draws the next full clip and runs the frozen segmenter on it in a
+    background thread; the losses and the sampler state a resume would restore are unchanged."""
+    losses, states = {}, {}
+    for prefetch in (False, True):
+        torch.manual_seed(7)
+        sampler = make_sampler(setup["datasets"], CFG, setup["model_cfg"], "tracker")
+        loss = TrackerLoss(_tracker_model(setup), sampler, CFG, prefetch=prefetch)
+        values, saved = [], []
+        for it in range(5):  # 2-frame phase until iteration 2, then full clips
+            values.append({k: float(v.detach()) for k, v in loss(it).items()})
+            saved.append(loss.clips.state_dict())
+        losses[prefetch], states[prefetch] = values, saved
+        if prefetch:
+            assert loss.clips._pending is not None and loss.clips._pending.iteration == 5
+            loss.clips.close()
+            assert loss.clips._pending is None and sampler.state_dict() == saved[-1]
+    assert losses[True] == losses[False]
+    assert states[True] == states[False]
+
+
+def test_prefetcher_rewinds_when_asked_out_of_order(setup: dict) -> None:
+    from daq_train.prefetch import SegmenterPrefetcher
+    from daq_train.sampler import ClipSettings
+
+    def clips_of(order: list[int], prefetch_from: int) -> list[tuple]:
+        sampler = make_sampler(setup["datasets"], CFG, setup["model_cfg"], "tracker")
+        clips = SegmenterPrefetcher(sampler, ClipSettings(3, 1), lambda clip: clip.images.sum(),
+                                    prefetch_from=prefetch_from)
+        out = [clips.get(i) for i in order]
+        clips.close()
+        return [(c.video_id, c.frame_indices, float(s)) for c, s in out]
+
+    synchronous = clips_of([0, 1, 2, 3], prefetch_from=1 << 30)
+    assert clips_of([0, 1, 2, 3], prefetch_from=0) == synchronous
+    # asking for 3 when 1 was prepared: the early draw is dropped, 3 gets what 1 would have
+    assert clips_of([0, 3], prefetch_from=0)[1][:2] == synchronous[1][:2]
