@@ -37,7 +37,8 @@ class SegmenterPrefetcher(Generic[T]):
     ``segment`` must not touch state that the training step changes (the frozen segmenter under
     ``no_grad`` qualifies). ``prefetch_from`` is the first iteration whose clip may be prepared
     early; before it every call is synchronous (e.g. a phase whose step draws more randomness
-    from the clip). Stands in for the sampler in the resumable state (``state_dict``).
+    from the clip). Stands in for the sampler in the resumable state (``state_dict``); while it
+    is in use nothing else may draw from or rewind the sampler.
     """
 
     def __init__(self, sampler: ClipSampler, settings: ClipSettings, segment: Callable[[Clip], T],

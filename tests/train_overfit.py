@@ -18,7 +18,7 @@ def overfit_tracker_clip(model: nn.Module, setup: dict, cfg: TrainConfig,
     """Train ``model``'s tracker ``steps`` times on one clip (sampler and loss state restored and
     the same seed each step); ``check`` must hold for every step's losses. Returns the totals."""
     sampler = make_sampler(setup["datasets"], cfg, setup["model_cfg"], "tracker")
-    loss_fn = TrackerLoss(model, sampler, cfg)
+    loss_fn = TrackerLoss(model, sampler, cfg, prefetch=False)  # the helper rewinds the sampler itself
     state, own = sampler.state_dict(), loss_fn.state_dict()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
     values = []
