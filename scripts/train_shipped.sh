@@ -8,7 +8,7 @@
 #   bash scripts/train_shipped.sh [RUN_DIR]        (default runs/shipped; THREADS=2 by default,
 #                                                   TRACKER_THREADS=THREADS-1 for the tracker stage)
 #
-# About two to three and a half hours on 2 CPU cores, depending on the machine's speed (see
+# About two to three hours on 2 CPU cores, depending on the machine's speed (see
 # docs/results/retraining_time/); each stage's measured time goes to RUN/wall_seconds.txt.
 # Set SHIP=0 to train and evaluate without replacing the shipped model.
 set -euo pipefail
