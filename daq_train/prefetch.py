@@ -11,15 +11,12 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from daq_train.sampler import Clip, ClipSampler, ClipSettings
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -36,13 +33,13 @@ class SegmenterPrefetcher(Generic[T]):
 
     ``segment`` must not touch state that the training step changes (the frozen segmenter under
     ``no_grad`` qualifies). ``prefetch_from`` is the first iteration whose clip may be prepared
-    early; before it every call is synchronous (e.g. a phase whose step draws more randomness
-    from the clip). Stands in for the sampler in the resumable state (``state_dict``); while it
+    early; before it (always, if None) every call is synchronous (e.g. a phase whose step draws
+    more randomness from the clip). Stands in for the sampler in the resumable state (``state_dict``); while it
     is in use nothing else may draw from or rewind the sampler.
     """
 
     def __init__(self, sampler: ClipSampler, settings: ClipSettings, segment: Callable[[Clip], T],
-                 prefetch_from: int = 0) -> None:
+                 prefetch_from: int | None = 0) -> None:
         self.sampler = sampler
         self.settings = settings
         self.segment = segment
@@ -79,7 +76,7 @@ class SegmenterPrefetcher(Generic[T]):
             self._pending = None
 
     def _schedule(self, iteration: int) -> None:
-        if iteration < self.prefetch_from:
+        if self.prefetch_from is None or iteration < self.prefetch_from:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segmenter-prefetch")

@@ -57,7 +57,7 @@ from daq_model.track_state import TrackRecord, ema_anchor_update
 from daq_train.config import TrainConfig
 from daq_train.criterion import (FrameOutput, FrameTarget, clip_losses, duplicate_emerging_rows,
                                  supervised_pairs)
-from daq_train.data import select_frames
+from daq_train.data import ClipTargets, select_frames
 from daq_train.engine import Stateful
 from daq_train.matcher import FrameMatch, foreground_score, match_frame, match_new_instances
 from daq_train.model_setup import set_stage_modes
@@ -111,7 +111,6 @@ class TrackerLoss(Stateful):
     def __init__(self, model: DVISDAQ, sampler: ClipSampler, train_cfg: TrainConfig,
                  prefetch: bool = True) -> None:
         self.model = model
-        self.sampler = sampler
         self.cfg = train_cfg.tracker
         self.referring = not self.cfg.daq
         if self.referring != (model.cfg.tracker.mode == "referring"):
@@ -128,11 +127,12 @@ class TrackerLoss(Stateful):
         # on CPU, full clips (and their frozen segmenter pass) are prepared one step ahead on a
         # second thread; shorter clips are cut with self.rng, so they are drawn when needed (on
         # CUDA the kernels already run asynchronously, and autocast is per thread)
+        prefetching = prefetch and model.device.type == "cpu"
         self.clips = SegmenterPrefetcher(
             sampler, ClipSettings(self.cfg.num_frames, self.cfg.frame_range),
             lambda clip: run_frozen_segmenter(model, clip.images.to(model.device)),
-            prefetch_from=self.cfg.full_clip_from if prefetch and model.device.type == "cpu" else 1 << 62)
-        if prefetch and model.device.type == "cpu":
+            prefetch_from=self.cfg.full_clip_from if prefetching else None)
+        if prefetching:
             logger.info("tracker stage: from iteration %d the next clip and its frozen segmenter pass are "
                         "prepared on a second thread (on C cores, --threads C-1 is fastest)",
                         self.cfg.full_clip_from)
@@ -149,6 +149,17 @@ class TrackerLoss(Stateful):
     def full_clip(self, iteration: int) -> bool:
         return iteration >= self.cfg.full_clip_from
 
+    def _short_clip(self, iteration: int) -> tuple[ClipTargets, Tensor, SegmenterFrames]:
+        """A clip of the short-clip phase: frames cut with self.rng, segmented when needed."""
+        clip = self.clips.draw(iteration)
+        targets, images = clip.targets, clip.images
+        if clip.num_frames > self.cfg.short_clip_frames:
+            n = self.cfg.short_clip_frames
+            start = self.rng.randint(0, clip.num_frames - n)
+            frames = list(range(start, start + n))
+            targets, images = select_frames(targets, frames), images[start:start + n]
+        return targets, images, run_frozen_segmenter(self.model, images.to(self.model.device))
+
     def __call__(self, iteration: int) -> dict[str, Tensor]:
         set_stage_modes(self.model, "tracker")
         device = self.model.device
@@ -157,14 +168,7 @@ class TrackerLoss(Stateful):
             clip, seg = self.clips.get(iteration)
             targets, images = clip.targets, clip.images
         else:
-            clip = self.clips.draw(iteration)
-            targets, images = clip.targets, clip.images
-            if clip.num_frames > self.cfg.short_clip_frames:
-                n = self.cfg.short_clip_frames
-                start = self.rng.randint(0, clip.num_frames - n)
-                frames = list(range(start, start + n))
-                targets, images = select_frames(targets, frames), images[start:start + n]
-            seg = run_frozen_segmenter(self.model, images.to(device))
+            targets, images, seg = self._short_clip(iteration)
         targets = targets.to(device)
         frame_targets = [FrameTarget(*self._frame(targets, t)) for t in range(images.shape[0])]
         thr = self.model.cfg.tracker.aux_inference_select_threshold

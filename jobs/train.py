@@ -69,7 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "anchors instead of DAQ (same as --set tracker.daq=false; the exported "
                           "model has tracker.mode=referring)")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    run.add_argument("--threads", type=int, default=None, help="torch CPU (intra-op) threads; the tracker stage runs its frozen segmenter on one more thread of its own")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch CPU (intra-op) threads; the tracker stage runs its frozen segmenter "
+                          "on one more thread of its own")
 
 
 def _sources(args: argparse.Namespace):

@@ -280,7 +280,7 @@ def test_prefetcher_rewinds_when_asked_out_of_order(setup: dict) -> None:
     from daq_train.prefetch import SegmenterPrefetcher
     from daq_train.sampler import ClipSettings
 
-    def clips_of(order: list[int], prefetch_from: int) -> list[tuple]:
+    def clips_of(order: list[int], prefetch_from: int | None) -> list[tuple]:
         sampler = make_sampler(setup["datasets"], CFG, setup["model_cfg"], "tracker")
         clips = SegmenterPrefetcher(sampler, ClipSettings(3, 1), lambda clip: clip.images.sum(),
                                     prefetch_from=prefetch_from)
@@ -288,7 +288,7 @@ def test_prefetcher_rewinds_when_asked_out_of_order(setup: dict) -> None:
         clips.close()
         return [(c.video_id, c.frame_indices, float(s)) for c, s in out]
 
-    synchronous = clips_of([0, 1, 2, 3], prefetch_from=1 << 30)
+    synchronous = clips_of([0, 1, 2, 3], prefetch_from=None)
     assert clips_of([0, 1, 2, 3], prefetch_from=0) == synchronous
     # asking for 3 when 1 was prepared: the early draw is dropped, 3 gets what 1 would have
     assert clips_of([0, 3], prefetch_from=0)[1][:2] == synchronous[1][:2]
