@@ -198,3 +198,24 @@ def test_missed_objects_tables_are_the_committed_outputs() -> None:
         missed = _missed_counts(run / "missed_merged.txt")
         assert (" | ".join(f"{v:.2f}" for v in ap) + f" | {missed['all missed'][0]} | {missed['hop'][0]} | "
                 f"{missed['hops'][0]} |" in text), run.name
+
+
+def _duration(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return (f"{hours} h " if hours else "") + f"{minutes} min {secs} s"
+
+
+def test_retraining_time_quotes_its_measured_run() -> None:
+    folder = ROOT / "docs" / "results" / "retraining_time" / "stop21"
+    text = _results_readme("retraining_time")
+    wall = dict(line.split("=") for line in (folder / "wall_seconds.txt").read_text().split())
+    assert list(wall) == ["segmenter", "tracker", "refiner", "total"]
+    seconds = {stage: int(value) for stage, value in wall.items()}
+    assert seconds["total"] >= seconds["segmenter"] + seconds["tracker"] + seconds["refiner"]
+    for stage, secs in seconds.items():
+        assert f"{secs:,} s = {_duration(secs)}" in text, stage
+    for mode in ("online", "offline"):
+        for objects in ("all", "appear-disappear"):
+            ap = _metrics(folder / "eval" / f"{mode}_{objects}.json")["AP"]
+            assert f"| {mode} | {objects} | {100 * ap:.1f} |" in text, (mode, objects)
