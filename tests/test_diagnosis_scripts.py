@@ -143,3 +143,46 @@ def test_missed_objects_kinds_by_hand() -> None:
         10: "never covered", 20: "split", 30: "hop", 40: "partial", 50: "extra frames"}
     # one hop, in video 3: to an object of the same class, once the first had left the view
     assert hops(gt, predictions) == {(True, False): 1}
+
+
+def test_minvis_baseline_follows_each_query_by_its_embedding() -> None:
+    import torch
+
+    from daq_model.offline import MinVISLinker
+    from scripts.minvis_baseline import linked_masks
+
+    left, right = _box(0, 4), _box(4, 8)
+    a, b = torch.tensor([1.0, 0.0, 0.2]), torch.tensor([0.0, 1.0, 0.2])
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    # frame 0: query 0 = object a (left); frame 1: the queries swap, object a is now query 1 and has
+    # moved right; frame 2: back in the first order
+    frames = [(torch.stack([a, b]), np.stack([left, right])),
+              (torch.stack([b, a]), np.stack([left, right])),
+              (torch.stack([a, b]), np.stack([left, right]))]
+    linker = MinVISLinker()
+    for embeds, _ in frames:
+        linker.add(embeds, logits)
+    link = linker.link()
+    masks = np.stack([m for _, m in frames])
+    followed_a = linked_masks(masks, link, 0)
+    assert [bool((m == left).all()) for m in followed_a] == [True, False, True]
+    assert bool((followed_a[1] == right).all())
+    followed_b = linked_masks(masks, link, 1)
+    assert [bool((m == right).all()) for m in followed_b] == [True, False, True]
+    # the linked sequences' logits are means over the frames they hold
+    assert torch.allclose(link.mean_logits[0], torch.tensor([4 / 3, 2 / 3]))
+
+
+def test_mask_resolution_ceiling_keeps_large_shapes_and_loses_thin_ones() -> None:
+    from scripts.mask_resolution_ceiling import perfect_model_ap, video_iou
+
+    block = np.zeros((32, 32), bool)
+    block[8:24, 8:24] = True  # 16 px: 4 cells of the 1/4 grid at test size 32
+    assert video_iou([block], 32) > 0.95  # only the corners round off
+    line = np.zeros((32, 32), bool)
+    line[8:24, 15] = True  # one pixel wide: a quarter of a cell, lost below threshold 0.5
+    assert video_iou([line], 32) < 0.5
+    assert video_iou([line], 128) > 0.5  # four times the test size: a cell per pixel
+    # every object at IoU 1 -> AP 1; one object at 0.72 -> it counts for the thresholds 0.50-0.70
+    assert perfect_model_ap(np.array([1.0, 1.0])) == 1.0
+    assert abs(perfect_model_ap(np.array([0.72])) - 0.5) < 1e-9
