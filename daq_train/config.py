@@ -32,10 +32,23 @@ STAGES = ("segmenter", "tracker", "refiner")
 
 @dataclass(frozen=True)
 class SegmenterStageConfig:
-    """Stage 1: the per-frame segmenter (backbone + pixel decoder + decoder), Mask2Former loss."""
+    """Stage 1: the per-frame segmenter (backbone + pixel decoder + decoder), Mask2Former loss.
+
+    ``contrastive_weight`` (0 = off, the default): each step draws ``batch_size // 2`` pairs of
+    frames of one video (at most ``contrastive_frame_range`` apart) instead of single frames, and
+    adds an InfoNCE loss on the query embeddings the tracker associates by (``pred_embds``, cosine
+    / ``contrastive_temperature``): an object's matched query in one frame of the pair must be
+    most similar to its matched query in the other, against the other frame's other queries.
+    Not the official recipe (which fine-tunes a separate re-id head with CTVIS's loss), no new
+    weights: it makes the embeddings that MinVIS linking and the tracker's anchor matching
+    compare tell objects apart.
+    """
 
     iters: int = 32000
     batch_size: int = 8  # frames per step
+    contrastive_weight: float = 0.0
+    contrastive_frame_range: int = 5
+    contrastive_temperature: float = 0.1
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(base_lr=5e-5, steps=(12000, 24000)))
 
 

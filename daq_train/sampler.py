@@ -170,16 +170,24 @@ class ClipSampler:
         """``batch_size`` single frames (each from a random video) padded to one size:
         images ``(B, 3, Hp, Wp)`` and one single-frame :class:`ClipTargets` per image."""
         settings = ClipSettings(num_frames=1, frame_range=0, size_divisibility=size_divisibility)
-        clips = [self.sample_clip(iteration, settings) for _ in range(batch_size)]
+        return self.sample_clips(iteration, batch_size, settings)
+
+    def sample_clips(self, iteration: int, count: int, settings: ClipSettings
+                     ) -> tuple[Tensor, list[ClipTargets]]:
+        """``count`` clips (each from a random video) padded to one size, frames flattened into
+        the batch clip by clip: images ``(count * T, 3, Hp, Wp)`` and one :class:`ClipTargets`
+        per clip, its masks padded to ``(N, T, Hp, Wp)``."""
+        clips = [self.sample_clip(iteration, settings) for _ in range(count)]
         hp = max(c.images.shape[-2] for c in clips)
         wp = max(c.images.shape[-1] for c in clips)
-        images = torch.zeros((batch_size, 3, hp, wp))
+        frames = settings.num_frames
+        images = torch.zeros((count * frames, 3, hp, wp))
         targets = []
-        for b, clip in enumerate(clips):
+        for i, clip in enumerate(clips):
             h, w = clip.images.shape[-2:]
-            images[b, :, :h, :w] = clip.images[0]
+            images[i * frames:(i + 1) * frames, :, :h, :w] = clip.images
             t = clip.targets
-            masks = torch.zeros((t.num_instances, 1, hp, wp))
+            masks = torch.zeros((t.num_instances, frames, hp, wp))
             masks[..., :h, :w] = t.masks
             targets.append(ClipTargets(masks, t.labels, t.track_ids, t.valid, t.new, t.disappeared))
         return images, targets

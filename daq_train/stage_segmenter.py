@@ -5,7 +5,9 @@ backbone, pixel decoder and masked-attention decoder in train mode, and applies 
 criterion to every decoder prediction (the learnable queries' prediction and every layer's;
 each matched on its own, as Mask2Former's deep supervision). The official stage 1 additionally
 fine-tunes with CTVIS's contrastive re-id loss on 10-frame clips; DAQ never uses ``reid_embed``,
-so we train the segmentation losses only.
+so we train the segmentation losses only. With ``segmenter.contrastive_weight`` > 0 the batch is
+pairs of frames of one video and an InfoNCE loss on the query embeddings is added
+(:func:`contrastive_loss`; not official, see :class:`~daq_train.config.SegmenterStageConfig`).
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from daq_model.dvis_daq import DVISDAQ
 from daq_train.config import TrainConfig
 from daq_train.criterion import ImageSetCriterion, ImageTarget, LossWeights
 from daq_train.losses import PointLossSettings
-from daq_train.matcher import MatchCosts
+from daq_train.data import ClipTargets
+from daq_train.matcher import MatchCosts, match
 from daq_train.model_setup import set_stage_modes
-from daq_train.sampler import ClipSampler
+from daq_train.sampler import ClipSampler, ClipSettings
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +46,76 @@ def segmenter_loss_fn(model: DVISDAQ, sampler: ClipSampler, train_cfg: TrainConf
     """``iteration -> weighted losses`` for stage 1."""
     weights, costs, points = loss_settings(model, train_cfg)
     criterion = ImageSetCriterion(model.cfg.num_classes, weights, costs, points)
-    batch_size = train_cfg.segmenter.batch_size
+    stage = train_cfg.segmenter
     divisor = model.cfg.segmenter.size_divisibility
     device = model.device
+    pairs = stage.contrastive_weight > 0
+    if pairs and stage.batch_size < 2:
+        raise ValueError("segmenter.contrastive_weight needs segmenter.batch_size >= 2 (pairs of frames)")
 
     def compute(iteration: int) -> dict[str, Tensor]:
         set_stage_modes(model, "segmenter")
-        images, clip_targets = sampler.sample_frames(iteration, batch_size, divisor)
+        if pairs:
+            settings = ClipSettings(num_frames=2, frame_range=stage.contrastive_frame_range,
+                                    size_divisibility=divisor)
+            images, clip_targets = sampler.sample_clips(iteration, stage.batch_size // 2, settings)
+        else:
+            images, clip_targets = sampler.sample_frames(iteration, stage.batch_size, divisor)
         out = model.forward_features(images.to(device), keep_aux_masks=True)
         predictions = list(zip(out.aux_logits, out.aux_masks)) + [(out.pred_logits, out.pred_masks)]
-        targets = [ImageTarget(t.labels.to(device), t.masks[:, 0].to(device)) for t in clip_targets]
-        losses = criterion(predictions, targets)
-        return {k: v * weights.for_key(k) for k, v in losses.items()}
+        targets = [ImageTarget(labels.to(device), masks.to(device))
+                   for labels, masks in frame_targets(clip_targets)]
+        losses = {k: v * weights.for_key(k) for k, v in criterion(predictions, targets).items()}
+        if pairs:
+            losses["loss_contrast"] = stage.contrastive_weight * contrastive_loss(
+                out.pred_embds, out.pred_logits, out.pred_masks, clip_targets, costs,
+                stage.contrastive_temperature)
+        return losses
 
     return compute
 
+
+def frame_targets(clip_targets: list[ClipTargets]) -> list[tuple[Tensor, Tensor]]:
+    """``(labels, masks (G, H, W))`` of the objects visible in each frame, clip by clip, frame by
+    frame (the batch order of :meth:`ClipSampler.sample_clips` and ``sample_frames``)."""
+    out = []
+    for t in clip_targets:
+        for f in range(t.valid.shape[1]):
+            visible = t.valid[:, f]
+            out.append((t.labels[visible], t.masks[visible, f]))
+    return out
+
+
+def contrastive_loss(embeds: Tensor, logits: Tensor, masks: Tensor, clip_targets: list[ClipTargets],
+                     costs: MatchCosts, temperature: float) -> Tensor:
+    """InfoNCE over frame pairs: images ``2c`` and ``2c + 1`` are the two frames of clip ``c``.
+
+    Each object visible in both frames is matched to a query in each (the segmentation loss's
+    Hungarian matching of the final prediction); the cosine similarities of its query in one frame
+    to every query of the other frame, over ``temperature``, are trained to pick its own query
+    (both directions). ``embeds (B, Q, C)``; 0 (with a gradient path) when no object is in both.
+    """
+    terms, count = [], 0
+    normed = F.normalize(embeds.float(), dim=-1)
+    for c, target in enumerate(clip_targets):
+        pair = (2 * c, 2 * c + 1)
+        query_of = []
+        for f, b in enumerate(pair):
+            visible = torch.nonzero(target.valid[:, f]).flatten()
+            with torch.no_grad():
+                rows, cols = match(logits[b].detach(), masks[b].detach(),
+                                   target.labels[visible].to(logits.device),
+                                   target.masks[visible, f].to(masks.device), costs)
+            query_of.append({int(visible[g]): int(q) for q, g in zip(rows.tolist(), cols.tolist())})
+        both = sorted(set(query_of[0]) & set(query_of[1]))
+        count += 2 * len(both)
+        for src, dst in ((0, 1), (1, 0)):
+            if not both:
+                break
+            anchors = normed[pair[src], [query_of[src][g] for g in both]]  # (n, C)
+            sims = anchors @ normed[pair[dst]].T / temperature  # (n, Q)
+            own = torch.as_tensor([query_of[dst][g] for g in both], device=sims.device)
+            terms.append(F.cross_entropy(sims, own, reduction="sum"))
+    if not terms:
+        return embeds.sum() * 0.0
+    return torch.stack(terms).sum() / count

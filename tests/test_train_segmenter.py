@@ -135,3 +135,63 @@ def test_exported_checkpoint_loads_strictly_for_inference(tiny_root: Path, tmp_p
         a, b = trained.forward_features(images), model.forward_features(images)
     assert torch.allclose(a.pred_masks, b.pred_masks, atol=1e-4)
     assert torch.allclose(a.pred_logits, b.pred_logits, atol=1e-4)
+
+
+def _pair_targets(shift: int) -> "ClipTargets":
+    """One clip of two 8x8 frames: object 0 on the left, object 1 on the right, both visible in
+    both frames (object 1 moved down by ``shift`` rows in the second)."""
+    from daq_train.data import ClipTargets
+
+    masks = torch.zeros(2, 2, 8, 8)
+    masks[0, :, :, :3] = 1
+    masks[1, 0, :4, 5:] = 1
+    masks[1, 1, shift:shift + 4, 5:] = 1
+    valid = torch.ones(2, 2, dtype=torch.bool)
+    return ClipTargets(masks, torch.tensor([0, 1]), torch.tensor([[1, 1], [2, 2]]), valid,
+                       torch.zeros_like(valid), torch.zeros_like(valid))
+
+
+def test_contrastive_loss_rewards_an_object_keeping_its_embedding() -> None:
+    from daq_train.matcher import MatchCosts
+    from daq_train.stage_segmenter import contrastive_loss
+
+    targets = _pair_targets(shift=2)
+    logit = 8.0 * targets.masks.permute(1, 0, 2, 3) - 4.0  # (2 frames, 2 queries, 8, 8)
+    masks = torch.cat([logit, torch.full((2, 1, 8, 8), -4.0)], dim=1)  # a third, empty query
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]]).expand(2, 3, 3)
+    costs = MatchCosts(num_points=64)
+    a, b, c = torch.eye(3)
+    kept = torch.stack([torch.stack([a, b, c]), torch.stack([a, b, c])]).requires_grad_()
+    swapped = torch.stack([torch.stack([a, b, c]), torch.stack([b, a, c])])  # identities exchanged
+    low = contrastive_loss(kept, logits, masks, [targets], costs, temperature=0.1)
+    high = contrastive_loss(swapped, logits, masks, [targets], costs, temperature=0.1)
+    assert low.item() < 1e-3 and high.item() > 5.0
+    low.backward()
+    assert kept.grad is not None
+    # an object visible in only one frame of the pair gives no term: nothing to compare
+    alone = _pair_targets(shift=2)
+    alone.valid[1, 1] = False
+    alone.masks[1, 1] = 0
+    one = contrastive_loss(swapped, logits, masks, [alone], costs, temperature=0.1)
+    both = contrastive_loss(swapped, logits, masks, [targets], costs, temperature=0.1)
+    assert one.item() == pytest.approx(both.item())  # object 0 alone; by symmetry the same mean
+
+
+def test_segmenter_stage_with_pairs_trains_and_logs_the_contrastive_loss(tiny_root: Path, tmp_path: Path) -> None:
+    from daq_train.sampler import ClipSettings
+
+    cfg = get_train_preset("tiny_test").with_overrides({
+        "segmenter.contrastive_weight": 2.0, "segmenter.contrastive_frame_range": 2,
+        "segmenter.batch_size": 4})
+    datasets = load_datasets([DataSource.from_root(tiny_root)])
+    model_cfg = make_model_config(cfg, datasets)
+    sampler = make_sampler(datasets, cfg, model_cfg, "segmenter")
+    images, targets = sampler.sample_clips(0, 2, ClipSettings(num_frames=2, frame_range=2))
+    assert images.shape[0] == 4 and len(targets) == 2
+    assert all(t.masks.shape[1:] == (2, *images.shape[-2:]) for t in targets)
+    trainer = prepare_stage("segmenter", cfg, datasets, tmp_path / "run", "cpu")
+    steps = trainer.train()
+    assert len(steps) == cfg.segmenter.iters
+    assert all("loss_contrast" in s.losses and s.losses["loss_contrast"] >= 0 for s in steps)
+    with pytest.raises(ValueError, match="batch_size >= 2"):
+        segmenter_loss_fn(trainer.model, sampler, cfg.with_overrides({"segmenter.batch_size": 1}))
