@@ -219,3 +219,29 @@ def test_retraining_time_quotes_its_measured_run() -> None:
         for objects in ("all", "appear-disappear"):
             ap = _metrics(folder / "eval" / f"{mode}_{objects}.json")["AP"]
             assert f"| {mode} | {objects} | {100 * ap:.1f} |" in text, (mode, objects)
+
+
+def test_association_baseline_tables_are_the_metric_files() -> None:
+    folder = ROOT / "docs" / "results" / "association_baseline"
+    text = _results_readme("association_baseline")
+
+    def ap(path: Path) -> str:
+        return f"{100 * _metrics(path)['AP']:.1f}"
+
+    for post, label in (("minvis", "MinVIS, official post-processing"), ("minvis_merged", "MinVIS, merged")):
+        cells = [ap(folder / split / f"{post}_{objects}.json")
+                 for split in ("dev", "heldout") for objects in ("all", "appear-disappear")]
+        assert f"| {label} | {' | '.join(cells)} |" in text, label
+    for split, column in (("dev", 0), ("heldout", 1)):
+        rows = [json.loads(line) for line in (folder / split / "mask_resolution_ceiling.txt").read_text().splitlines()]
+        assert [r["test_short_edge"] for r in rows] == [128, 192, 256]
+        for r in rows:
+            assert f"{100 * r['perfect_model_AP']:.1f}" in text and f"{r['mean_video_iou']:.3f}" in text, (split, r)
+    seg = folder / "contrastive_segmenter"
+    plain = f"| + 3,000 iterations | {ap(seg / 'plain_minvis_dev.json')} | {ap(seg / 'plain_oracle_dev.json')} |"
+    contrastive = (f"| + 3,000 iterations with the contrastive loss | **{ap(seg / 'contrastive_minvis_dev.json')}** "
+                   f"| {ap(seg / 'contrastive_oracle_dev.json')} |")
+    assert plain in text and contrastive in text
+    tracked = [f"{100 * _metrics(seg / f'tracker_dev_online_{post}_{objects}.json')['AP']:.2f}"
+               for post in ("official", "merged") for objects in ("all", "appear-disappear")]
+    assert f"| contrastive segmenter + tracker | {' | '.join(tracked)} |" in text
