@@ -25,19 +25,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daq_eval.ytvis_format import read_dataset  # noqa: E402
+from scripts.oracle_association import decode  # noqa: E402
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
-
-
-def decode(segmentation: dict | None, shape: tuple[int, int]) -> np.ndarray:
-    from pycocotools import mask as mask_utils
-
-    if not segmentation:
-        return np.zeros(shape, dtype=bool)
-    rle = dict(segmentation)
-    if isinstance(rle["counts"], str):
-        rle["counts"] = rle["counts"].encode()
-    return mask_utils.decode(rle).astype(bool)
 
 
 def through_mask_head(mask: np.ndarray, test_size: int) -> np.ndarray:
