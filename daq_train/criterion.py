@@ -75,25 +75,34 @@ class ImageSetCriterion:
                  targets: Sequence[ImageTarget]) -> dict[str, Tensor]:
         """``predictions``: per decoder stage ``(logits (B, Q, K+1), masks (B, Q, h, w))``, last =
         final; ``targets``: one per image of the batch."""
+        return self.with_matches(predictions, targets)[0]
+
+    def with_matches(self, predictions: Sequence[tuple[Tensor, Tensor]], targets: Sequence[ImageTarget]
+                     ) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor]]]:
+        """The losses and, per image, the final prediction's matching ``(query indices, target
+        indices)``."""
         if len(predictions) == 0:
             raise ValueError("no predictions")
         num_masks = max(float(sum(int(t.labels.numel()) for t in targets)), 1.0)
         losses: dict[str, Tensor] = {}
+        matches: list[tuple[Tensor, Tensor]] = []
         for i, (logits, masks) in enumerate(predictions):
             if logits.shape[0] != len(targets):
                 raise ValueError(f"{logits.shape[0]} predicted images for {len(targets)} targets")
             suffix = _suffix(i, len(predictions))
-            for key, value in self._single(logits, masks, targets, num_masks).items():
+            single, matches = self._single(logits, masks, targets, num_masks)
+            for key, value in single.items():
                 losses[key + suffix] = value
-        return losses
+        return losses, matches
 
     def _single(self, logits: Tensor, masks: Tensor, targets: Sequence[ImageTarget],
-                num_masks: float) -> dict[str, Tensor]:
+                num_masks: float) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor]]]:
         class_targets = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64,
                                    device=logits.device)
-        src_masks, tgt_masks = [], []
+        src_masks, tgt_masks, matches = [], [], []
         for b, target in enumerate(targets):
             rows, cols = match(logits[b], masks[b], target.labels, target.masks, self.costs)
+            matches.append((rows, cols))
             class_targets[b, rows] = target.labels[cols.to(target.labels.device)].to(logits.device)
             src_masks.append(masks[b, rows])
             tgt_masks.append(target.masks[cols.to(target.masks.device)].to(masks.device))
@@ -101,7 +110,7 @@ class ImageSetCriterion:
         loss_ce = classification_loss(logits.flatten(0, 1), class_targets.flatten(), weight)
         loss_mask, loss_dice = point_mask_losses(
             torch.cat(src_masks), _cat_targets(tgt_masks, masks.dtype), num_masks, self.points)
-        return {"loss_ce": loss_ce, "loss_mask": loss_mask, "loss_dice": loss_dice}
+        return {"loss_ce": loss_ce, "loss_mask": loss_mask, "loss_dice": loss_dice}, matches
 
 
 def _cat_targets(masks: Sequence[Tensor], dtype: torch.dtype) -> Tensor:

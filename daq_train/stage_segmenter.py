@@ -24,7 +24,7 @@ from daq_train.config import TrainConfig
 from daq_train.criterion import ImageSetCriterion, ImageTarget, LossWeights
 from daq_train.losses import PointLossSettings
 from daq_train.data import ClipTargets
-from daq_train.matcher import MatchCosts, match
+from daq_train.matcher import MatchCosts
 from daq_train.model_setup import set_stage_modes
 from daq_train.sampler import ClipSampler, ClipSettings
 
@@ -65,11 +65,11 @@ def segmenter_loss_fn(model: DVISDAQ, sampler: ClipSampler, train_cfg: TrainConf
         predictions = list(zip(out.aux_logits, out.aux_masks)) + [(out.pred_logits, out.pred_masks)]
         targets = [ImageTarget(labels.to(device), masks.to(device))
                    for labels, masks in frame_targets(clip_targets)]
-        losses = {k: v * weights.for_key(k) for k, v in criterion(predictions, targets).items()}
+        unweighted, matches = criterion.with_matches(predictions, targets)
+        losses = {k: v * weights.for_key(k) for k, v in unweighted.items()}
         if pairs:
             losses["loss_contrast"] = stage.contrastive_weight * contrastive_loss(
-                out.pred_embds, out.pred_logits, out.pred_masks, clip_targets, costs,
-                stage.contrastive_temperature)
+                out.pred_embds, clip_targets, matches, stage.contrastive_temperature)
         return losses
 
     return compute
@@ -86,14 +86,15 @@ def frame_targets(clip_targets: list[ClipTargets]) -> list[tuple[Tensor, Tensor]
     return out
 
 
-def contrastive_loss(embeds: Tensor, logits: Tensor, masks: Tensor, clip_targets: list[ClipTargets],
-                     costs: MatchCosts, temperature: float) -> Tensor:
+def contrastive_loss(embeds: Tensor, clip_targets: list[ClipTargets], matches: list[tuple[Tensor, Tensor]],
+                     temperature: float) -> Tensor:
     """InfoNCE over frame pairs: images ``2c`` and ``2c + 1`` are the two frames of clip ``c``.
 
-    Each object visible in both frames is matched to a query in each (the segmentation loss's
-    Hungarian matching of the final prediction); the cosine similarities of its query in one frame
-    to every query of the other frame, over ``temperature``, are trained to pick its own query
-    (both directions). ``embeds (B, Q, C)``; 0 (with a gradient path) when no object is in both.
+    ``matches[b]``: image ``b``'s (query indices, indices among the objects visible in that frame)
+    -- the segmentation loss's Hungarian matching of the final prediction. For each object visible
+    in both frames, the cosine similarities of its query in one frame to every query of the other
+    frame, over ``temperature``, are trained to pick its own query (both directions).
+    ``embeds (B, Q, C)``; 0 (with a gradient path) when no object is in both frames.
     """
     terms, count = [], 0
     normed = F.normalize(embeds.float(), dim=-1)
@@ -101,17 +102,14 @@ def contrastive_loss(embeds: Tensor, logits: Tensor, masks: Tensor, clip_targets
         pair = (2 * c, 2 * c + 1)
         query_of = []
         for f, b in enumerate(pair):
-            visible = torch.nonzero(target.valid[:, f]).flatten()
-            with torch.no_grad():
-                rows, cols = match(logits[b].detach(), masks[b].detach(),
-                                   target.labels[visible].to(logits.device),
-                                   target.masks[visible, f].to(masks.device), costs)
-            query_of.append({int(visible[g]): int(q) for q, g in zip(rows.tolist(), cols.tolist())})
+            visible = torch.nonzero(target.valid[:, f]).flatten().tolist()
+            rows, cols = matches[b]
+            query_of.append({visible[g]: q for q, g in zip(rows.tolist(), cols.tolist())})
         both = sorted(set(query_of[0]) & set(query_of[1]))
+        if not both:
+            continue
         count += 2 * len(both)
         for src, dst in ((0, 1), (1, 0)):
-            if not both:
-                break
             anchors = normed[pair[src], [query_of[src][g] for g in both]]  # (n, C)
             sims = anchors @ normed[pair[dst]].T / temperature  # (n, Q)
             own = torch.as_tensor([query_of[dst][g] for g in both], device=sims.device)

@@ -152,19 +152,16 @@ def _pair_targets(shift: int) -> "ClipTargets":
 
 
 def test_contrastive_loss_rewards_an_object_keeping_its_embedding() -> None:
-    from daq_train.matcher import MatchCosts
     from daq_train.stage_segmenter import contrastive_loss
 
     targets = _pair_targets(shift=2)
-    logit = 8.0 * targets.masks.permute(1, 0, 2, 3) - 4.0  # (2 frames, 2 queries, 8, 8)
-    masks = torch.cat([logit, torch.full((2, 1, 8, 8), -4.0)], dim=1)  # a third, empty query
-    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]]).expand(2, 3, 3)
-    costs = MatchCosts(num_points=64)
+    # the final prediction's matching in both frames: query 0 <-> object 0, query 1 <-> object 1
+    matches = [(torch.tensor([0, 1]), torch.tensor([0, 1]))] * 2
     a, b, c = torch.eye(3)
     kept = torch.stack([torch.stack([a, b, c]), torch.stack([a, b, c])]).requires_grad_()
     swapped = torch.stack([torch.stack([a, b, c]), torch.stack([b, a, c])])  # identities exchanged
-    low = contrastive_loss(kept, logits, masks, [targets], costs, temperature=0.1)
-    high = contrastive_loss(swapped, logits, masks, [targets], costs, temperature=0.1)
+    low = contrastive_loss(kept, [targets], matches, temperature=0.1)
+    high = contrastive_loss(swapped, [targets], matches, temperature=0.1)
     assert low.item() < 1e-3 and high.item() > 5.0
     low.backward()
     assert kept.grad is not None
@@ -172,8 +169,9 @@ def test_contrastive_loss_rewards_an_object_keeping_its_embedding() -> None:
     alone = _pair_targets(shift=2)
     alone.valid[1, 1] = False
     alone.masks[1, 1] = 0
-    one = contrastive_loss(swapped, logits, masks, [alone], costs, temperature=0.1)
-    both = contrastive_loss(swapped, logits, masks, [targets], costs, temperature=0.1)
+    alone_matches = [matches[0], (torch.tensor([0]), torch.tensor([0]))]
+    one = contrastive_loss(swapped, [alone], alone_matches, temperature=0.1)
+    both = contrastive_loss(swapped, [targets], matches, temperature=0.1)
     assert one.item() == pytest.approx(both.item())  # object 0 alone; by symmetry the same mean
 
 
