@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "inference.frame_batch_size); bounds decode memory")
     run.add_argument("--retry-failed", action="store_true",
                      help="label again videos whose done marker says failed")
+    run.add_argument("--skip-bad-input-lines", action="store_true",
+                     help="URL lists: record malformed lines as failed videos (error_type "
+                          "bad_input_line) instead of refusing to start (default: exit 2 naming them)")
     run.add_argument("--skip-model-check", action="store_true",
                      help="do not load the model once before starting (faster start; a bad "
                           "checkpoint then fails on the workers)")
@@ -119,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         if args.torch_threads:
             setup.torch_threads = args.torch_threads
         job = LabelJob(args.input, args.output, spec, LabelSettings(frames_per_push=push),
-                       device=args.device, retry_failed=args.retry_failed)
+                       device=args.device, retry_failed=args.retry_failed,
+                       skip_bad_input_lines=args.skip_bad_input_lines)
     except (JobSetupError, ModelSourceError, ValueError) as exc:
         logger.error("%s", exc)
         return 2

@@ -46,6 +46,7 @@ class LabelJob:
     device: str = "auto"
     retry_failed: bool = False
     storage_options: dict[str, Any] = field(default_factory=dict)
+    skip_bad_input_lines: bool = False
 
     def __post_init__(self) -> None:
         self.provenance: Provenance = self.model.provenance()
@@ -55,7 +56,8 @@ class LabelJob:
 
     def resolve_input(self) -> InputSpec:
         try:
-            spec = InputSpec.resolve(self.input_url, self.storage_options)
+            spec = InputSpec.resolve(self.input_url, self.storage_options, self.skip_bad_input_lines)
+            spec.check_url_list()  # malformed lines named before anything starts
             first = spec.first_match()
         except InputError as exc:
             raise JobSetupError(str(exc)) from exc

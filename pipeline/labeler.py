@@ -19,7 +19,7 @@ from daq_model.config import DAQConfig
 from daq_model.outputs import VideoInfo, VideoResult
 from pipeline import decode
 from pipeline.decode import DecodeStats, StreamInfo, StreamingDecoder, VideoError, classify_decode, prefetch
-from pipeline.inputs import VideoRef
+from pipeline.inputs import BAD_INPUT_LINE, VideoRef
 from pipeline.tables import (
     EMPTY_HEALTH,
     LabelledInstance,
@@ -110,6 +110,8 @@ def _replay(ref: VideoRef, settings: LabelSettings) -> Callable[[], Iterator[np.
 def label_video(ref: VideoRef, predictor: Any, cfg: DAQConfig, provenance: Provenance,
                 settings: LabelSettings) -> VideoLabels:
     """Label one video; never raises for a bad video (the row says why)."""
+    if ref.input_error is not None:  # a malformed URL-list line: nothing to open
+        return failed_labels(ref, provenance, BAD_INPUT_LINE, ref.input_error)
     decoder = StreamingDecoder(ref.url, settings.frames_per_push, settings.options)
     try:
         decoder.__enter__()

@@ -47,10 +47,10 @@ class _ExpandInputFn(beam.DoFn):
     def __init__(self) -> None:
         self.matched = _counter("inputs_matched")
 
-    def process(self, spec: InputSpec) -> Iterator[str]:
-        for url in spec.expand():
+    def process(self, spec: InputSpec) -> Iterator[Any]:
+        for entry in spec.entries():  # URLs, and malformed list lines kept by skip_bad_lines
             self.matched.inc()
-            yield url
+            yield entry
 
 
 class MatchVideos(beam.PTransform):
@@ -71,9 +71,9 @@ class _AssignIdFn(beam.DoFn):
         self.storage_options = storage_options
         self.identified = _counter("videos_identified")
 
-    def process(self, url: str) -> Iterator[VideoRef]:
+    def process(self, url: Any) -> Iterator[VideoRef]:
         self.identified.inc()
-        yield make_ref(url, self.storage_options)
+        yield make_ref(url, self.storage_options)  # a URL or a BadInputLine
 
 
 class AssignVideoIds(beam.PTransform):
