@@ -134,8 +134,30 @@ def run(args: argparse.Namespace) -> int:
     except (JobSetupError, ModelSourceError) as exc:
         logger.error("%s", exc)
         return 2
-    except Exception:  # noqa: BLE001 - the pipeline itself failed
-        logger.exception("the label job failed")
+    except Exception as exc:  # noqa: BLE001 - the pipeline itself failed
+        reason = _output_write_failure(exc)
+        if reason:  # a full or read-only OUTPUT: one clear line, no worker traceback
+            logger.error("the label job stopped: %s", reason)
+        else:
+            logger.exception("the label job failed")
         return 1
     print(summary.line())
-    return 0
+    return 1 if summary.not_written else 0
+
+
+def _output_write_failure(exc: BaseException) -> str | None:
+    """The message of the :class:`OutputWriteError` that stopped the job, if one did (runners
+    re-raise worker errors wrapped, sometimes only as text)."""
+    from pipeline.transforms import OutputWriteError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OutputWriteError):
+            return str(current)
+        current = current.__cause__ or current.__context__
+    for line in str(exc).splitlines():
+        if "OutputWriteError: " in line:
+            return line.split("OutputWriteError: ", 1)[1].strip()
+    return None

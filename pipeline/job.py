@@ -93,6 +93,7 @@ class LabelJob:
             else:
                 layout.write_json_atomic(layout.provenance_path, record)
             removed = layout.clear_tmp()
+            layout.check_writable()
         except JobSetupError:
             raise
         except Exception as exc:  # noqa: BLE001 - any storage failure
@@ -152,6 +153,7 @@ class JobSummary:
     wall_s: float
     output: str
     state: str = "DONE"
+    not_written: int = 0  # labelled but not stored (write errors): not done, a rerun labels them
 
     @classmethod
     def from_result(cls, result: Any, wall_s: float, output: str) -> "JobSummary":
@@ -167,7 +169,8 @@ class JobSummary:
             ok=counters.get("videos_ok", 0), partial=counters.get("videos_partial", 0),
             failed=counters.get("videos_failed", 0), already_done=counters.get("videos_already_done", 0),
             frames=counters.get("frames_labelled", 0), tracks=counters.get("tracks", 0),
-            wall_s=wall_s, output=output, state=str(getattr(result, "state", "DONE")))
+            wall_s=wall_s, output=output, state=str(getattr(result, "state", "DONE")),
+            not_written=counters.get("videos_not_written", 0))
 
     @property
     def videos(self) -> int:
@@ -176,4 +179,6 @@ class JobSummary:
     def line(self) -> str:
         return (f"daq-label label: {self.videos} video(s) labelled (ok {self.ok}, partial {self.partial}, "
                 f"failed {self.failed}), {self.already_done} already done, {self.frames} frames, "
-                f"{self.tracks} tracks, {self.wall_s:.1f}s -> {self.output}")
+                f"{self.tracks} tracks, {self.wall_s:.1f}s -> {self.output}"
+                + (f"; {self.not_written} video(s) NOT written (write errors; rerun to label them)"
+                   if self.not_written else ""))

@@ -16,6 +16,7 @@ appears only once complete). A worker killed mid-write leaves at most a file in 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import posixpath
@@ -28,6 +29,21 @@ from fsspec import AbstractFileSystem
 from schemas.tables import DONE_DIR, PROVENANCE_FILE, TMP_DIR
 
 logger = logging.getLogger(__name__)
+
+#: Write errors that no retry fixes (full disk, quota, read-only filesystem): the job stops at
+#: once instead of labelling videos it cannot store.
+FATAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def is_fatal_write_error(exc: BaseException) -> bool:
+    """A full disk, an exhausted quota or a read-only filesystem (anywhere in the cause chain)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in FATAL_WRITE_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
 
 
 def url_to_fs(url: str, storage_options: dict[str, Any] | None = None) -> tuple[AbstractFileSystem, str]:
@@ -121,6 +137,15 @@ class OutputLayout:
             self._remove_quietly(tmp)
             raise
         return size
+
+    def check_writable(self) -> None:
+        """Write, commit and remove a small probe file (the three operations every result
+        needs), so an OUTPUT that cannot take results fails before any video is decoded."""
+        probe = join(self.root, f"_write_check.{uuid.uuid4().hex}")
+        try:
+            self.write_atomic(probe, lambda handle: handle.write(b"daq-label write check\n"))
+        finally:
+            self._remove_quietly(probe)
 
     def write_json_atomic(self, final_path: str, payload: dict[str, Any]) -> int:
         data = json.dumps(payload, sort_keys=True, indent=1).encode()

@@ -28,7 +28,7 @@ from apache_beam.ml.inference.base import RunInference
 
 from pipeline.handler import METRICS_NAMESPACE, DAQModelHandler
 from pipeline.inputs import InputSpec, VideoRef, make_ref
-from pipeline.storage import OutputLayout
+from pipeline.storage import OutputLayout, is_fatal_write_error
 from pipeline.tables import VideoLabels, videos_table
 from schemas.tables import TABLES
 
@@ -182,6 +182,7 @@ class _WriteTablesFn(beam.DoFn):
         self.tables = _counter("tables_written")
         self.bytes = _counter("bytes_written")
         self.rows = {spec.name: _counter(f"rows_written_{spec.name}") for spec in TABLES}
+        self.not_written = _counter("videos_not_written")
 
     def process(self, labels: VideoLabels) -> Iterator[VideoLabels]:
         contents = {"tracks": labels.tracks, "track_summary": labels.track_summary,
@@ -190,10 +191,31 @@ class _WriteTablesFn(beam.DoFn):
             table = contents[spec.name]
             if not table.schema.equals(spec.schema, check_metadata=True):
                 raise ValueError(f"{spec.name} table of {labels.video_id} does not match schema v{spec.version}")
-            self.bytes.inc(write_parquet(self.layout, self.layout.table_path(spec.name, labels.video_id), table))
+            path = self.layout.table_path(spec.name, labels.video_id)
+            try:
+                self.bytes.inc(write_parquet(self.layout, path, table))
+            except OSError as exc:
+                check_write_error(exc, labels.video_id, path, self.not_written)
+                return  # not done: no marker, a rerun labels it again
             self.tables.inc()
             self.rows[spec.name].inc(table.num_rows)
         yield labels
+
+
+class OutputWriteError(RuntimeError):
+    """OUTPUT stopped taking writes (disk full, quota, read-only): the job stops."""
+
+
+def check_write_error(exc: OSError, video_id: str, path: str, counter: Any) -> None:
+    """A write of one video failed: stop the job on errors no retry fixes, else leave the video
+    not done (counted in ``videos_not_written``) and go on."""
+    counter.inc()
+    if is_fatal_write_error(exc):
+        raise OutputWriteError(f"OUTPUT cannot take more results: writing {path} failed "
+                               f"({type(exc).__name__}: {exc}); videos written so far are kept, "
+                               f"free space and rerun to label the rest") from exc
+    logger.error("could not write %s (%s: %s): video %s left not done; a rerun labels it",
+                 path, type(exc).__name__, exc, video_id)
 
 
 class WriteVideoTables(beam.PTransform):
@@ -214,6 +236,7 @@ class _MarkDoneFn(beam.DoFn):
         self.status = {s: _counter(f"videos_{s}") for s in ("ok", "partial", "failed")}
         self.frames = _counter("frames_labelled")
         self.tracks = _counter("tracks")
+        self.not_written = _counter("videos_not_written")
 
     def process(self, labels: VideoLabels) -> Iterator[dict[str, Any]]:
         row = labels.video_row
@@ -227,7 +250,12 @@ class _MarkDoneFn(beam.DoFn):
             "provenance_key": row["provenance_key"],
             "tables": [spec.name for spec in TABLES],
         }
-        self.layout.write_json_atomic(self.layout.done_path(labels.video_id), marker)
+        path = self.layout.done_path(labels.video_id)
+        try:
+            self.layout.write_json_atomic(path, marker)
+        except OSError as exc:
+            check_write_error(exc, labels.video_id, path, self.not_written)
+            return
         self.status[labels.status].inc()
         if labels.status != "failed":
             self.frames.inc(int(row["frames_decoded"]))
