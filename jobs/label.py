@@ -30,10 +30,13 @@ Beam: the default runs locally on Beam's in-process FnApiRunner, one worker proc
   daq-label label 'gs://b/videos/*.mp4' gs://b/labels --checkpoint gs://b/m.pt --config c.yaml \\
       --runner DataflowRunner --project P --region R --temp_location gs://b/tmp
 
-Example (the bundled sample corpus with the reference case's small model):
-  daq-label label samples/videos out/samples \\
-      --checkpoint tests/data/reference_case1/online/weights.pt \\
-      --config tests/data/reference_case1/online/config.yaml
+Examples:
+  daq-label label samples/videos out/samples            # the bundled corpus and model
+  daq-label label videos.txt out/labels --workers 2 --skip-bad-input-lines
+  daq-label label clips/ out/ovis --checkpoint model_ovis_offline_r50.pth --config ovis_offline_r50
+
+The bundled model was trained on synthetic shapes only: on real footage it shows the pipeline
+working, not useful labels. Pass an official DVIS-DAQ checkpoint for real labels.
 """
 
 
