@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from daq_model.categories import OVIS_CATEGORIES, YTVIS_2019_CATEGORIES, YTVIS_2021_CATEGORIES
-from daq_model.config import (
+from daq_model.config_types import (
     OFFLINE,
     ONLINE,
     BackboneConfig,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from daq_model.categories import OVIS_CATEGORIES, YTVIS_2019_CATEGORIES, YTVIS_2021_CATEGORIES
-from daq_model.config import (
+from daq_model.config_types import (
     OFFLINE,
     ONLINE,
     BackboneConfig,
