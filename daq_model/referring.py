@@ -29,7 +29,7 @@ from daq_model.config import DAQConfig
 from daq_model.feature_cache import FrameEmbeddingStore
 from daq_model.track_state import FrameDecision, GrowingRows, OfficialIds, SequentialIds
 from daq_model.tracker import DAQTracker, foreground_score
-from daq_model.tracking import TrackStep
+from daq_model.track_step import TrackStep
 
 logger = logging.getLogger(__name__)
 

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from daq_model.config import DAQConfig
 from daq_model.offline import record_sequence
-from daq_model.track_state import (FrameDecision, OfficialIds, SequentialIds, TrackHub,
-                                   TrackRecord)
+from daq_model.referring import ReferringVideoTracker
+from daq_model.track_state import OfficialIds, SequentialIds, TrackHub, TrackRecord
+from daq_model.track_step import TrackStep
 from daq_model.tracker import DAQTracker, TrackerFrameOutput, foreground_score
+
+__all__ = ["TRACK_ID_MODES", "TrackStep", "VideoTracker", "make_id_source", "make_video_tracker",
+           "suppress_duplicate_emergence", "suppress_duplicate_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,17 +39,6 @@ def make_id_source(mode: str, rng: random.Random | None = None) -> OfficialIds |
     if mode == "sequential":
         return SequentialIds()
     raise ValueError(f"inference.track_ids must be one of {TRACK_ID_MODES}, got {mode!r}")
-
-
-@dataclass
-class TrackStep:
-    """What the tracker did in one frame."""
-
-    frame_index: int
-    output: TrackerFrameOutput
-    valid: Tensor  # (R,) bool validity decision per row
-    decision: FrameDecision
-    active_ids: list[int]  # active list after the frame (next frame's carried tracks)
 
 
 class VideoTracker:
@@ -219,8 +211,6 @@ def make_video_tracker(tracker: DAQTracker, cfg: DAQConfig, seg_query_table: Ten
     :class:`~daq_model.referring.ReferringVideoTracker` (``referring``, the ablation baseline;
     it does not use the segmenter's query table)."""
     if cfg.tracker.mode == "referring":
-        from daq_model.referring import ReferringVideoTracker
-
         return ReferringVideoTracker(tracker, cfg, ids, keep_embeds=keep_embeds,
                                      keep_history=keep_history, video_start=video_start)
     return VideoTracker(tracker, cfg, seg_query_table, ids, keep_embeds=keep_embeds,
