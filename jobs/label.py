@@ -57,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model-name", help="model name recorded in every row (default: the shipped model's name, else the config name)")
     model.add_argument("--device", default="auto",
                        help="torch device for the model: auto (CUDA if present), cpu, cuda, cuda:N")
+    storage = parser.add_argument_group("storage")
+    storage.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                         help="fsspec option for INPUT, OUTPUT and the checkpoint (repeatable; "
+                              "VALUE parsed as JSON where it parses), e.g. project=P, "
+                              "requester_pays=true, 'client_kwargs={\"endpoint_url\": \"http://...\"}'")
     run = parser.add_argument_group("run")
     run.add_argument("--workers", type=int, metavar="N",
                      help="local runs: worker processes, each loading the model once "
@@ -104,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.labeler import LabelSettings
     from pipeline.model_source import ModelSourceError, resolve_model, without_fragment_merging
     from pipeline.runner import runner_setup
+    from pipeline.storage_access import parse_storage_options, quiet_storage_tracebacks
 
     beam_args = list(getattr(args, "beam_args", []) or [])
     unknown = _unknown_beam_args(beam_args)
@@ -116,17 +122,20 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             logger.error("--%s must be >= 1", name.replace("_", "-"))
             return 2
+    quiet_storage_tracebacks()
     try:
+        storage_options = parse_storage_options(args.storage_option)
         setup = runner_setup(beam_args, args.workers)
-        spec = resolve_model(args.checkpoint, args.config, args.model_name)
+        spec = resolve_model(args.checkpoint, args.config, args.model_name, storage_options)
         if args.no_merge_fragments:
             spec = without_fragment_merging(spec)
         push = args.frames_per_push or max(1, spec.config.inference.frame_batch_size)
         if args.torch_threads:
             setup.torch_threads = args.torch_threads
-        job = LabelJob(args.input, args.output, spec, LabelSettings(frames_per_push=push),
+        settings = LabelSettings(frames_per_push=push, storage_options=tuple(sorted(storage_options.items())))
+        job = LabelJob(args.input, args.output, spec, settings,
                        device=args.device, retry_failed=args.retry_failed,
-                       skip_bad_input_lines=args.skip_bad_input_lines)
+                       skip_bad_input_lines=args.skip_bad_input_lines, storage_options=storage_options)
     except (JobSetupError, ModelSourceError, ValueError) as exc:
         logger.error("%s", exc)
         return 2

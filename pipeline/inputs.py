@@ -32,6 +32,7 @@ import fsspec
 from fsspec.utils import glob_translate
 
 from pipeline.storage import canonical_url, url_to_fs
+from pipeline.storage_access import describe_storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,13 @@ def check_list_entry(entry: str) -> str | None:
     return None
 
 
+def _is_dir(fs: Any, path: str) -> bool:
+    """``fs.isdir`` that lets storage failures through (FileNotFoundError when ``path`` does not
+    exist): gcsfs's ``isdir`` and ``exists`` answer False on any error, so an unreachable host
+    would read as "does not exist" or "matches no file"."""
+    return fs.info(path).get("type") == "directory"
+
+
 def _extension(path: str) -> str:
     name = posixpath.basename(path.rstrip("/"))
     return name.rsplit(".", 1)[-1].lower() if "." in name else ""
@@ -149,14 +157,15 @@ class InputSpec:
             return cls(url, "glob", opts, skip_bad_lines)
         try:
             fs, path = url_to_fs(url, storage_options)
-            if fs.isdir(path):
+            if _is_dir(fs, path):  # raises FileNotFoundError only for a missing file
                 return cls(url, "directory", opts, skip_bad_lines)
-            if not fs.exists(path):
-                raise InputError(f"INPUT {url!r} does not exist")
+        except FileNotFoundError:
+            raise InputError(f"INPUT {url!r} does not exist") from None
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 - storage errors of any backend
-            raise InputError(f"INPUT {url!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+            message = describe_storage_error(exc, url, storage_options, "INPUT", "cannot be read")
+            raise InputError(message) from exc
         if _extension(path) in URL_LIST_EXTENSIONS:
             return cls(url, "url_list", opts, skip_bad_lines)
         return cls(url, "file", opts, skip_bad_lines)
@@ -199,7 +208,10 @@ class InputSpec:
         root = "/".join(static) or ("/" if path.startswith("/") else "")
         pattern = re.compile(glob_translate(path))
         depth = None if "**" in path else len(parts) - len(static)
-        if not root or not fs.isdir(root):
+        try:
+            if not root or not _is_dir(fs, root):
+                return
+        except FileNotFoundError:
             return
         for dirpath, _dirs, files in fs.walk(root, maxdepth=depth):
             for name in sorted(files):

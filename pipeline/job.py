@@ -22,10 +22,12 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from pipeline.handler import METRICS_NAMESPACE, DAQModelHandler, load_predictor
 from pipeline.inputs import InputError, InputSpec
+from pipeline.isolation import IsolationSettings
 from pipeline.labeler import LabelSettings
 from pipeline.model_source import ModelSpec
 from pipeline.runner import RunnerSetup
 from pipeline.storage import OutputLayout
+from pipeline.storage_access import describe_storage_error
 from pipeline.tables import Provenance
 from pipeline.transforms import AssignVideoIds, LabelVideos, MarkDone, MatchVideos, SkipDone, WriteVideoTables
 from schemas.tables import TABLES
@@ -47,6 +49,7 @@ class LabelJob:
     retry_failed: bool = False
     storage_options: dict[str, Any] = field(default_factory=dict)
     skip_bad_input_lines: bool = False
+    isolation: IsolationSettings = field(default_factory=IsolationSettings)
 
     def __post_init__(self) -> None:
         self.provenance: Provenance = self.model.provenance()
@@ -61,6 +64,9 @@ class LabelJob:
             first = spec.first_match()
         except InputError as exc:
             raise JobSetupError(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - a storage failure while listing: say which
+            raise JobSetupError(describe_storage_error(exc, self.input_url, self.storage_options,
+                                                       "INPUT", "cannot be listed")) from exc
         if first is None:
             what = {"glob": "matches no file", "directory": "holds no video file (by extension)",
                     "url_list": "lists no URL"}.get(spec.kind, "matches nothing")
@@ -97,7 +103,8 @@ class LabelJob:
         except JobSetupError:
             raise
         except Exception as exc:  # noqa: BLE001 - any storage failure
-            raise JobSetupError(f"OUTPUT {self.output_url!r} is not writable: {type(exc).__name__}: {exc}") from exc
+            raise JobSetupError(describe_storage_error(exc, self.output_url, self.storage_options,
+                                                       "OUTPUT", "is not writable")) from exc
         if removed:
             logger.info("removed %d temporary file(s) left by an interrupted run", removed)
 
@@ -115,7 +122,8 @@ class LabelJob:
     # ------------------------------------------------------------------ graph
 
     def handler(self, torch_threads: int = 0) -> DAQModelHandler:
-        return DAQModelHandler(self.model, self.provenance, self.settings, self.device, torch_threads)
+        return DAQModelHandler(self.model, self.provenance, self.settings, self.device, torch_threads,
+                               self.isolation)
 
     def build(self, pipeline: beam.Pipeline, spec: InputSpec, torch_threads: int = 0) -> beam.PCollection:
         return (pipeline

@@ -138,9 +138,27 @@ def without_fragment_merging(spec: ModelSpec) -> ModelSpec:
     return dataclasses.replace(spec, config=spec.config.with_overrides({"test.merge_fragments_iou": 0.0}))
 
 
-def resolve_model(checkpoint: str | None, config: str | None, model_name: str | None = None) -> ModelSpec:
+def _checkpoint_sha256(url: str, storage_options: dict[str, Any] | None) -> str:
+    if not storage_options:
+        return file_sha256(url)
+    digest = hashlib.sha256()
+    try:
+        fs, path = url_to_fs(url, storage_options)
+        with fs.open(path, "rb") as handle:
+            while block := handle.read(_CHUNK):
+                digest.update(block)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {url}: file does not exist") from None
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {url}: cannot read: {exc}") from exc
+    return digest.hexdigest()
+
+
+def resolve_model(checkpoint: str | None, config: str | None, model_name: str | None = None,
+                  storage_options: dict[str, Any] | None = None) -> ModelSpec:
     """Resolve ``--checkpoint`` / ``--config``; either may be omitted (shipped model, config
-    stored in the checkpoint). Reads the checkpoint once for its sha256."""
+    stored in the checkpoint). Reads the checkpoint once for its sha256 (``storage_options``:
+    fsspec options for a remote checkpoint)."""
     origin = "explicit"
     shipped_name = None
     if checkpoint is None:
@@ -153,10 +171,15 @@ def resolve_model(checkpoint: str | None, config: str | None, model_name: str | 
         config = config or shipped_config
         origin = "shipped"
     try:
-        digest = file_sha256(checkpoint)
+        digest = _checkpoint_sha256(checkpoint, storage_options)
     except CheckpointError as exc:
         raise ModelSourceError(str(exc)) from exc
-    cfg = _load_config(config) if config else _embedded_config(checkpoint)
+    if config:
+        cfg = _load_config(config)
+    elif storage_options:  # read the stored config from a local copy fetched with the options
+        cfg = _embedded_config(local_checkpoint(checkpoint, digest, storage_options))
+    else:
+        cfg = _embedded_config(checkpoint)
     name = model_name or shipped_name or cfg.name
     return ModelSpec(checkpoint, cfg, name, digest, origin)
 

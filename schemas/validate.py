@@ -238,9 +238,10 @@ def _ids(fs: Any, directory: str, suffix: str, report: ValidationReport) -> set[
     return out
 
 
-def validate_output(url: str, deep: bool = False, threads: int = 8) -> ValidationReport:
-    """Validate every table file under OUTPUT ``url``."""
-    fs, root = url_to_fs(url)
+def validate_output(url: str, deep: bool = False, threads: int = 8,
+                    storage_options: dict[str, Any] | None = None) -> ValidationReport:
+    """Validate every table file under OUTPUT ``url`` (``storage_options``: fsspec options)."""
+    fs, root = url_to_fs(url, **(storage_options or {}))
     root = root.rstrip("/")
     report = ValidationReport(url)
     if not fs.exists(root):
