@@ -13,25 +13,39 @@ Official quirk kept by default: exactly one candidate gives an empty result
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from daq_model.config import DAQConfig
+from daq_model.dvis_daq import DVISDAQ
 from daq_model.feature_cache import FeatureCache, ReplayFn, iter_mask_features
 from daq_model.offline import MinVISLinker, OfflineCandidates, assemble_candidates
 from daq_model.outputs import FrameMasks, Instance, VideoResult
 from daq_model.postprocess import MaskGeometry, TopPairs, masks_to_output, select_top_pairs
+from daq_model.referring import ReferringVideoTracker
 from daq_model.tracking import VideoTracker
 
-if TYPE_CHECKING:
-    from daq_model.predictor import VideoPredictor
-    from daq_model.referring import ReferringVideoTracker
-
 logger = logging.getLogger(__name__)
+
+
+class RefinerHost(Protocol):
+    """What the offline result needs of the predictor that ran the video: its model (for the
+    refiner), config, device, autocast and raw mask features of frames (replay passes).
+    :class:`daq_model.predictor.VideoPredictor` is one; typed as a protocol so this module does
+    not import :mod:`daq_model.predictor`, which imports this one."""
+
+    model: DVISDAQ
+    cfg: DAQConfig
+    device: torch.device
+
+    def autocast(self) -> contextlib.AbstractContextManager: ...
+
+    def mask_features(self, frames: np.ndarray) -> Tensor: ...
 
 
 def instances_from_pairs(top: TopPairs, track_ids: list[int]) -> tuple[list[Instance], list[int]]:
@@ -58,7 +72,7 @@ def online_result(tracker: "VideoTracker | ReferringVideoTracker", cfg: DAQConfi
                        frame_masks=None, stats=stats)
 
 
-def refine(predictor: "VideoPredictor", cands: OfflineCandidates, frame_embeds: Tensor,
+def refine(predictor: RefinerHost, cands: OfflineCandidates, frame_embeds: Tensor,
            ) -> tuple[Tensor, Tensor]:
     """Refiner forward: (T, q, C) refined queries and (q, K+1) float32 class logits (CPU)."""
     refiner = predictor.model.refiner
@@ -71,7 +85,7 @@ def refine(predictor: "VideoPredictor", cands: OfflineCandidates, frame_embeds: 
     return refined, refiner.class_logits(refined).float().cpu()
 
 
-def _iter_offline_masks(predictor: "VideoPredictor", refined: Tensor, candidates: list[int],
+def _iter_offline_masks(predictor: RefinerHost, refined: Tensor, candidates: list[int],
                         cache: FeatureCache, replay: ReplayFn | None,
                         geometry: MaskGeometry) -> Iterator[FrameMasks]:
     refiner = predictor.model.refiner
@@ -90,7 +104,7 @@ def _iter_offline_masks(predictor: "VideoPredictor", refined: Tensor, candidates
         yield FrameMasks(frame_index=t, masks=binary[pick].cpu().numpy())
 
 
-def offline_result(predictor: "VideoPredictor",
+def offline_result(predictor: RefinerHost,
                    tracker: "VideoTracker | ReferringVideoTracker", frame_embeds: Tensor,
                    seg_logits: "Tensor | MinVISLinker", cache: FeatureCache, replay: ReplayFn | None,
                    geometry: MaskGeometry, stats: dict[str, float],
