@@ -11,14 +11,11 @@ follow a random piecewise-linear path with a speed limit, spin and breathe (radi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from daq_train.synthetic_config import SynthConfig
 from daq_train.synthetic_shapes import SHAPES, Texture, random_texture
-
-if TYPE_CHECKING:
-    from daq_train.synthetic import SynthConfig
 
 _OCCLUSION_MARGIN_PX = 1.0
 
@@ -62,7 +59,7 @@ def object_pose(obj: ObjectPlan, t: int) -> tuple[float, float, float, float] | 
             obj.theta0 + obj.spin * t)
 
 
-def _sample_life(config: "SynthConfig", rng: np.random.Generator) -> tuple[int, int, int | None]:
+def _sample_life(config: SynthConfig, rng: np.random.Generator) -> tuple[int, int, int | None]:
     """(start, end, gap length or None) honouring the configured event probabilities."""
     T = config.frames
     late = rng.random() < config.p_late_entry
@@ -78,7 +75,7 @@ def _sample_life(config: "SynthConfig", rng: np.random.Generator) -> tuple[int, 
     return start, end, gap
 
 
-def _border_point(config: "SynthConfig", rng: np.random.Generator, radius: float) -> tuple[float, float]:
+def _border_point(config: SynthConfig, rng: np.random.Generator, radius: float) -> tuple[float, float]:
     """A centre just across a random frame border: the object shows only a part of itself."""
     W, H = config.width, config.height
     side = int(rng.integers(4))
@@ -102,7 +99,7 @@ def _is_occludee(obj: ObjectPlan) -> bool:
 
 
 def _try_occlusion(objects: list[ObjectPlan], i: int, g0: int, g1: int,
-                   planned_gaps: dict[int, tuple[int, int]], config: "SynthConfig",
+                   planned_gaps: dict[int, tuple[int, int]], config: SynthConfig,
                    rng: np.random.Generator) -> bool:
     """Hide object i during [g0, g1) behind an object drawn in front of it.
 
@@ -150,7 +147,7 @@ def _try_occlusion(objects: list[ObjectPlan], i: int, g0: int, g1: int,
     return False
 
 
-def _waypoints(obj: ObjectPlan, config: "SynthConfig", rng: np.random.Generator) -> np.ndarray:
+def _waypoints(obj: ObjectPlan, config: SynthConfig, rng: np.random.Generator) -> np.ndarray:
     """Piecewise-linear path through the pins, random (speed-limited) between them."""
     W, H = config.width, config.height
     vmax = config.max_speed * min(W, H)
@@ -185,7 +182,7 @@ def _waypoints(obj: ObjectPlan, config: "SynthConfig", rng: np.random.Generator)
     return np.array(rows, dtype=np.float64)
 
 
-def _new_object(config: "SynthConfig", rng: np.random.Generator, category: str, start: int,
+def _new_object(config: SynthConfig, rng: np.random.Generator, category: str, start: int,
                 end: int, z: int) -> ObjectPlan:
     side = min(config.height, config.width)
     hue = None
@@ -199,7 +196,7 @@ def _new_object(config: "SynthConfig", rng: np.random.Generator, category: str, 
                       zoom_phase=float(rng.uniform(0, 2 * np.pi)))
 
 
-def plan_video(config: "SynthConfig", rng: np.random.Generator) -> list[ObjectPlan]:
+def plan_video(config: SynthConfig, rng: np.random.Generator) -> list[ObjectPlan]:
     """Script every object of one video.
 
     A gap meant to be an occlusion uses an object of the video as the occluder; if none can, and
