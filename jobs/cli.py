@@ -17,6 +17,7 @@ from typing import Sequence
 COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("label", "jobs.label", "label a video corpus: Beam pipeline from videos to Parquet track tables"),
     ("validate", "jobs.validate", "check every table under an output directory against its schema"),
+    ("export", "jobs.export", "write the labels as YouTube-VIS, MOTS, CVAT or Label Studio files"),
     ("reference-run", "jobs.reference_run", "run DVIS-DAQ on a reference case and write all its arrays"),
     ("train", "jobs.train", "train a DVIS-DAQ model (segmenter, tracker, refiner stages)"),
     ("evaluate", "jobs.evaluate", "YouTube-VIS video AP of predictions against ground truth"),
