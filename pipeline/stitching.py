@@ -293,16 +293,19 @@ def crossing_accuracy(truth: dict[tuple[int, int], Any], result: StitchResult,
                       crossings: Sequence[tuple[tuple[int, int], tuple[int, int]]]) -> dict[str, Any]:
     """How well ``result`` stitched, against ground truth.
 
-    ``truth``: (chunk, local track id) -> the true object of that piece; ``crossings``: pairs of
-    pieces of one true object in consecutive chunks that both have masks in the shared frames
-    (the stitches that should happen). ``accuracy``: fraction of crossings whose two pieces got one
-    global id; ``false_joins``: pairs of pieces of different objects that got one global id.
+    ``truth``: (chunk, local track id) -> the true object of that piece (None: follows no true
+    object, e.g. a false positive; such pieces are not judged); ``crossings``: pairs of pieces of
+    one true object in consecutive chunks that both have masks in the shared frames (the stitches
+    that should happen). ``accuracy``: fraction of crossings whose two pieces got one global id;
+    ``false_joins``: for each global id, the number of true objects among its pieces beyond the
+    first.
     """
     right = sum(1 for a, b in crossings
                 if a in result.global_ids and result.global_ids.get(a) == result.global_ids.get(b))
     by_global: dict[int, set[Any]] = defaultdict(set)
     for key, gid in result.global_ids.items():
-        by_global[gid].add(truth.get(key, ("unknown", key)))
+        if truth.get(key) is not None:
+            by_global[gid].add(truth[key])
     false_joins = sum(len(objs) - 1 for objs in by_global.values())
     return {"crossings": len(crossings), "stitched_right": right,
             "accuracy": right / len(crossings) if crossings else None, "false_joins": false_joins}

@@ -83,10 +83,10 @@ def noisy(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def chunk_labels(objects: list[TrueObject], chunk, rng: np.random.Generator, late_pickup: int,
-                 false_positives: int) -> tuple[pa.Table, dict[int, int]]:
+                 false_positives: int) -> tuple[pa.Table, dict[int, int | None]]:
     """A chunk's tracks as a model session would give them: random ids, noisy masks, objects
     picked up up to ``late_pickup`` frames late at the chunk's start, short false positives.
-    Returns the table and local id -> true object key (-1: false positive)."""
+    Returns the table and local id -> true object key (None: false positive)."""
     local_ids = rng.permutation(len(objects) + false_positives)
     truth: dict[int, int] = {}
     items = []
@@ -112,7 +112,7 @@ def chunk_labels(objects: list[TrueObject], chunk, rng: np.random.Generator, lat
         y, x = rng.integers(0, H - 6, size=2)
         blob[y:y + 5, x:x + 5] = True
         rows = [MaskRow(t, *encode_masks(blob[None])[0], 0.2, True) for t in range(t0, t0 + 3)]
-        truth[lid] = -1 - 1000 * chunk.index - n
+        truth[lid] = None  # follows no true object
         items.append(LabelledInstance(Instance(lid, lid, 0, 0.2), 1, CATEGORIES[0], rows))
     return tracks_table("v", items, [], 25.0, "key", H, W), truth
 
@@ -130,7 +130,7 @@ def synthetic_case(seed: int, frames: int = 240, length: int = 48, overlap: int 
         truth.update({(chunk.index, lid): key for lid, key in local.items()})
     crossings = []
     for k, shared in enumerate(boundaries):
-        for lid_a, key in ((lid, key) for (c, lid), key in truth.items() if c == k and key >= 0):
+        for lid_a, key in ((lid, key) for (c, lid), key in truth.items() if c == k and key is not None):
             piece_a = _frames_of(labelled[k].tracks, lid_a)
             for (c, lid_b), key_b in truth.items():
                 if c == k + 1 and key_b == key and piece_a & set(shared) and \
@@ -156,7 +156,7 @@ def test_ids_hold_across_a_long_synthetic_video(seed: int) -> None:
     # one global id per true object that crosses the boundaries (no gap spans an overlap here)
     ids_of: dict[int, set[int]] = {}
     for key, gid in result.global_ids.items():
-        if truth[key] >= 0:
+        if truth[key] is not None:
             ids_of.setdefault(truth[key], set()).add(gid)
     continuous = sum(1 for ids in ids_of.values() if len(ids) == 1)
     assert continuous >= len(ids_of) - 1

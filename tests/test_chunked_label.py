@@ -1,0 +1,127 @@
+"""The real model (the shipped one, trained on synthetic shapes) over a 60-frame synthetic video
+with known objects, labelled whole and in chunks of 24 frames with 8 shared (pipeline/chunk_label.py
++ pipeline/stitching.py): how many tracks stitch, the stitch accuracy against the true objects,
+frame indices and timestamps of the whole video, and a session state bounded by the chunk."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+
+from daq_train.synthetic import get_preset, make_backgrounds, render_video
+from daq_model.outputs import VideoInfo
+from pipeline.chunk_label import ChunkTask, label_chunk
+from pipeline.chunking import ChunkSettings, plan_chunks, shared_frames
+from pipeline.handler import load_predictor
+from pipeline.inputs import make_ref
+from pipeline.labeler import LabelSettings, label_video
+from pipeline.model_source import resolve_model
+from pipeline.stitching import ChunkTracks, crossing_accuracy, stitch
+
+logger = logging.getLogger(__name__)
+
+FRAMES, LENGTH, OVERLAP = 60, 24, 8
+
+
+def write_video(frames: np.ndarray, path: Path, fps: int = 25) -> Path:
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"crf": "12", "preset": "fast"})
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def true_object(rows: list[dict], labels: np.ndarray) -> int:
+    """The true object (label map value) a piece follows: the best mean IoU over its frames, -1
+    below 0.3."""
+    best, best_iou = -1, 0.3
+    for k in range(1, int(labels.max()) + 1):
+        ious = []
+        for row in rows:
+            truth = np.asfortranarray((labels[row["frame_index"]] == k).astype(np.uint8))
+            mask = {"size": row["mask"]["size"], "counts": row["mask"]["counts"].encode("ascii")}
+            ious.append(float(mask_utils.iou([mask], [mask_utils.encode(truth)], [0])[0][0]))
+        if ious and np.mean(ious) > best_iou:
+            best, best_iou = k, float(np.mean(ious))
+    return best
+
+
+@pytest.mark.slow
+def test_shipped_model_in_chunks_stitches_like_the_whole_video(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    config = get_preset("heldout_appear_disappear", frames=FRAMES, objects=(3, 4), p_late_entry=0.3,
+                        p_early_exit=0.3)  # 160 x 160 on sample-video backgrounds, as trained
+    video = render_video(config, seed=11, index=0, backgrounds=make_backgrounds(config))
+    path = write_video(video.frames, tmp_path / "long.mp4")
+    spec = resolve_model(None, None)
+    loaded = load_predictor(spec, "cpu")
+    provenance = spec.provenance()
+    ref = make_ref(str(path))
+    whole = label_video(ref, loaded.predictor, loaded.config, provenance, LabelSettings(frames_per_push=5))
+    assert whole.status == "ok"
+
+    chunks = plan_chunks(FRAMES, ChunkSettings(LENGTH, OVERLAP))
+    assert len(chunks) == 4
+    labelled = [label_chunk(ChunkTask(ref, c), loaded.predictor, loaded.config, provenance.key, 5)
+                for c in chunks]
+    for c, part in zip(chunks, labelled):
+        assert not part.failed, part.error_message
+        assert part.frames_labelled == c.frames
+        frames = part.tracks.column("frame_index").to_pylist()
+        assert all(c.start <= f < c.end for f in frames)
+        # timestamps are the whole video's: same as the whole run's rows of the same frames
+        assert part.timestamps == pytest.approx([f / 25.0 for f in range(c.start, c.end)], abs=1e-6)
+    # a chunk's session holds the chunk's frames only: its state is the whole video's scaled down
+    session = loaded.predictor.start_video(VideoInfo(160, 160, num_frames=FRAMES), frame_masks=False)
+    for _ in session.push(video.frames):
+        pass
+    whole_state = session.state_nbytes()
+    states = [p.model_stats["state_bytes"] for p in labelled]
+    assert max(states) <= 1.25 * whole_state * max(c.frames for c in chunks) / FRAMES, (states, whole_state)
+    result = stitch([ChunkTracks(p.chunk, p.tracks) for p in labelled])
+
+    truth, crossings = {}, []
+    for part in labelled:
+        rows = part.tracks.to_pylist()
+        for tid in sorted({r["track_id"] for r in rows}):
+            truth[(part.chunk.index, tid)] = true_object([r for r in rows if r["track_id"] == tid],
+                                                         video.labels)
+    for a, b in zip(labelled, labelled[1:]):
+        shared = set(shared_frames(a.chunk, b.chunk))
+        in_a = {t for t, f in zip(a.tracks.column("track_id").to_pylist(),
+                                  a.tracks.column("frame_index").to_pylist()) if f in shared}
+        in_b = {t for t, f in zip(b.tracks.column("track_id").to_pylist(),
+                                  b.tracks.column("frame_index").to_pylist()) if f in shared}
+        crossings += [((a.chunk.index, ta), (b.chunk.index, tb)) for ta in in_a for tb in in_b
+                      if truth[(a.chunk.index, ta)] == truth[(b.chunk.index, tb)] >= 1]
+    figures = crossing_accuracy({k: v if v >= 1 else None for k, v in truth.items()}, result, crossings)
+    whole_objects = {true_object([r for r in whole.tracks.to_pylist() if r["track_id"] == t], video.labels)
+                     for t in set(whole.tracks.column("track_id").to_pylist())}
+    stitched_objects = {}
+    for key, gid in result.global_ids.items():
+        stitched_objects.setdefault(gid, set()).add(truth[key])
+    report = {"whole_tracks": whole.video_row["num_tracks"], "stitched_tracks": len(result.instances),
+              "pieces": len(truth), **result.report.as_dict(), **figures,
+              "chunk_state_bytes": states, "whole_state_bytes": whole_state, "true_objects": int(video.labels.max()),
+              "objects_found_whole": len(whole_objects - {-1}),
+              "objects_found_chunked": len({o for objs in stitched_objects.values() for o in objs} - {-1})}
+    logger.warning("chunked vs whole: %s", report)
+    print(f"chunked vs whole: {report}")
+    assert crossings, report
+    assert figures["accuracy"] >= 0.75 and figures["false_joins"] == 0, report
+    assert report["objects_found_chunked"] >= report["objects_found_whole"] - 1
+    # every frame of the video labelled once: the stitched rows cover the frames the whole run does
+    stitched_frames = {r.frame_index for i in result.instances for r in i.rows}
+    assert stitched_frames <= set(range(FRAMES))
+    assert set(whole.tracks.column("frame_index").to_pylist()) <= stitched_frames
