@@ -79,6 +79,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--skip-model-check", action="store_true",
                      help="do not load the model once before starting (faster start; a bad "
                           "checkpoint then fails on the workers)")
+    isolation = parser.add_argument_group("isolation (docs/reliability.md)")
+    isolation.add_argument("--no-isolation", action="store_true",
+                           help="decode and run the model in the worker process itself (default: in "
+                                "a child process per worker, so a crash or hang fails one video only)")
+    isolation.add_argument("--video-timeout", type=float, metavar="S", default=600.0,
+                           help="time limit of a video: S seconds plus --video-timeout-per-second "
+                                "per second of video (default: 600)")
+    isolation.add_argument("--video-timeout-per-second", type=float, metavar="K", default=60.0,
+                           help="seconds allowed per second of video (default: 60); a video whose "
+                                "header gives no length gets 3 hours")
     # Unknown options are Beam pipeline options: keep them instead of failing (Beam's own
     # parse_known_args pattern, applied to this sub-command only).
     parse_known = parser.parse_known_args
@@ -105,6 +115,7 @@ def _unknown_beam_args(beam_args: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.isolation import IsolationSettings
     from pipeline.job import JobSetupError, LabelJob
     from pipeline.labeler import LabelSettings
     from pipeline.model_source import ModelSourceError, resolve_model, without_fragment_merging
@@ -135,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
         settings = LabelSettings(frames_per_push=push, storage_options=tuple(sorted(storage_options.items())))
         job = LabelJob(args.input, args.output, spec, settings,
                        device=args.device, retry_failed=args.retry_failed,
-                       skip_bad_input_lines=args.skip_bad_input_lines, storage_options=storage_options)
+                       skip_bad_input_lines=args.skip_bad_input_lines, storage_options=storage_options,
+                       isolation=IsolationSettings(not args.no_isolation, args.video_timeout,
+                                                   args.video_timeout_per_second))
     except (JobSetupError, ModelSourceError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
