@@ -31,6 +31,7 @@ from typing import Any, Iterator
 import fsspec
 from fsspec.utils import glob_translate
 
+from pipeline.listing import iter_files
 from pipeline.storage import canonical_url, url_to_fs
 from pipeline.storage_access import describe_storage_error
 
@@ -185,10 +186,9 @@ class InputSpec:
         if self.kind == "file":
             yield fs.unstrip_protocol(path)
         elif self.kind == "directory":
-            for root, _dirs, files in fs.walk(path):
-                for name in sorted(files):
-                    if _extension(name) in VIDEO_EXTENSIONS:
-                        yield fs.unstrip_protocol(posixpath.join(root, name))
+            for file_path in iter_files(fs, path):  # page by page: never the whole listing
+                if _extension(file_path) in VIDEO_EXTENSIONS:
+                    yield fs.unstrip_protocol(file_path)
         elif self.kind == "glob":
             yield from self._expand_glob(fs, path)
         elif self.kind == "url_list":
@@ -213,11 +213,9 @@ class InputSpec:
                 return
         except FileNotFoundError:
             return
-        for dirpath, _dirs, files in fs.walk(root, maxdepth=depth):
-            for name in sorted(files):
-                full = posixpath.join(dirpath, name)
-                if pattern.match(full):
-                    yield fs.unstrip_protocol(full)
+        for full in iter_files(fs, root, maxdepth=depth):
+            if pattern.match(full):
+                yield fs.unstrip_protocol(full)
 
     def _list_lines(self, fs: Any, path: str) -> "Iterator[tuple[int, str | BadInputLine]]":
         """(line number, URL or :class:`BadInputLine`) of every non-blank, non-comment line."""

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 import fsspec
 from fsspec import AbstractFileSystem
 
+from pipeline.listing import iter_files
 from schemas.tables import DONE_DIR, PROVENANCE_FILE, TMP_DIR
 
 logger = logging.getLogger(__name__)
@@ -156,10 +157,11 @@ class OutputLayout:
             return json.loads(handle.read().decode())
 
     def iter_done_ids(self) -> Iterator[tuple[str, str]]:
-        """(video_id, marker path) of every done marker, listed once."""
+        """(video_id, marker path) of every done marker, listed once, page by page (names only:
+        no marker is read)."""
         if not self.fs.exists(self.done_dir):
             return
-        for path in self.fs.find(self.done_dir):
+        for path in iter_files(self.fs, self.done_dir):
             name = posixpath.basename(path)
             if name.endswith(".json"):
                 yield name[: -len(".json")], path
