@@ -42,7 +42,7 @@ class Bucket:
     protocol: str
     name: str
     options: dict[str, Any] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str | None] = field(default_factory=dict)
 
     def url(self, *parts: str) -> str:
         return "/".join([f"{self.protocol}://{self.name}", *parts])
@@ -135,10 +135,11 @@ def validate(bucket: Bucket, out: str) -> tuple[int, str]:
     return rc, buffer.getvalue()
 
 
-def start_label_process(args: list[str], env: dict[str, str], tmpdir: Path) -> subprocess.Popen:
+def start_label_process(args: list[str], env: dict[str, str | None], tmpdir: Path) -> subprocess.Popen:
     """``daq-label label`` as a child process with a fresh TMPDIR (so the checkpoint is fetched
-    from the bucket, not found in a local cache)."""
+    from the bucket, not found in a local cache); ``env`` values of None remove the variable."""
     child_env = {**os.environ, **env, "TMPDIR": str(tmpdir), "PYTHONPATH": str(ROOT)}
+    child_env = {key: value for key, value in child_env.items() if value is not None}
     return subprocess.Popen([sys.executable, "-m", "jobs.cli", "label", *args], cwd=ROOT, env=child_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -159,3 +160,66 @@ def kill_after_first_table(bucket: Bucket, proc: subprocess.Popen, out: str, tim
         proc.kill()
     proc.wait()
     return False
+
+
+# --------------------------------------------------------------------------- the checks
+
+def prepare(bucket: Bucket, work: Path) -> dict:
+    """Upload the corpus and label it once through the glob into ``out_glob``."""
+    corpus = upload_corpus(bucket, work)
+    rc, out = label([corpus["glob"], bucket.url("out_glob"), *corpus["model"], *bucket.cli_options, *FAST])
+    corpus["glob_run"] = (rc, out)
+    return corpus
+
+
+def check_glob_run(bucket: Bucket, corpus: dict) -> None:
+    rc, out = corpus["glob_run"]
+    assert rc == 0, out
+    assert summary_counts(out) == (3, 3, 0, 0, 0)
+    tables = read_tables(bucket, "out_glob")
+    assert {r["source_url"].rsplit("/", 1)[1] for r in tables["videos"].to_pylist()} == set(corpus["names"])
+    assert all(u.startswith(bucket.url("videos") + "/") for u in tables["videos"]["source_url"].to_pylist())
+    assert tables["tracks"].num_rows > 0
+    assert len(bucket.fs.find(bucket.path("out_glob", "_done"))) == 3
+    assert bucket.fs.exists(bucket.path("out_glob", "_provenance.json"))
+    assert tmp_files(bucket, "out_glob") == []
+    rc, report = validate(bucket, "out_glob")
+    assert rc == 0 and "OK: 3 video(s)" in report, report
+
+
+def check_rerun_changes_nothing(bucket: Bucket, corpus: dict) -> None:
+    before = object_bytes(bucket, "out_glob")
+    rc, out = label([corpus["glob"], bucket.url("out_glob"), *corpus["model"], *bucket.cli_options, *FAST])
+    assert rc == 0 and summary_counts(out) == (0, 0, 0, 0, 3), out
+    assert object_bytes(bucket, "out_glob") == before
+
+
+def check_url_list_kill_and_rerun(bucket: Bucket, corpus: dict, tmp_path: Path) -> None:
+    """A URL list on the bucket labels the same videos as the glob (same ids, same rows); a run
+    of it killed after its first table reached the bucket, plus a stray temporary, is finished
+    by a rerun: temporaries cleared, each video once, rows equal to the uninterrupted run's."""
+    base = [*corpus["model"], *bucket.cli_options, *FAST]
+    rc, out = label([corpus["list"], bucket.url("out_list"), *base])
+    assert rc == 0 and summary_counts(out) == (3, 3, 0, 0, 0), out
+    reference = read_tables(bucket, "out_list")
+    glob_tables = read_tables(bucket, "out_glob")
+    for name in ("tracks", "track_summary"):
+        assert rows(reference[name]) == rows(glob_tables[name])
+
+    proc = start_label_process([corpus["list"], bucket.url("out_kill"), *base], bucket.env, tmp_path)
+    assert kill_after_first_table(bucket, proc, "out_kill"), proc.stdout.read()
+    bucket.fs.invalidate_cache()
+    done_before = len(bucket.fs.find(bucket.path("out_kill", "_done")))
+    assert done_before < 3
+    bucket.fs.pipe(bucket.path("out_kill", "_tmp", "deadbeef.videos__x.parquet"), b"half a file")
+    rc, out = label([corpus["list"], bucket.url("out_kill"), *base])
+    assert rc == 0, out
+    labelled, ok, _partial, _failed, already = summary_counts(out)
+    assert (labelled, already) == (3 - done_before, done_before) and ok == labelled
+    assert tmp_files(bucket, "out_kill") == []
+    after = read_tables(bucket, "out_kill")
+    for name in ("tracks", "track_summary"):
+        assert rows(after[name]) == rows(reference[name])
+    assert rows(after["videos"], TIMING) == rows(reference["videos"], TIMING)
+    rc, report = validate(bucket, "out_kill")
+    assert rc == 0 and "OK: 3 video(s)" in report, report
