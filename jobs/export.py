@@ -36,8 +36,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", metavar="OUTPUT", help="output directory URL of a label job")
     parser.add_argument("dest", metavar="DEST", help="directory URL to write the export into")
     parser.add_argument("--format", required=True, choices=list(FORMATS), help="export format")
+    add_format_options(parser)
     add_storage_argument(parser)
     add_filter_arguments(parser)
+
+
+def add_format_options(parser: argparse.ArgumentParser) -> None:
+    from daq_label.exports import MOTS_CLASS_MODES
+
+    parser.add_argument("--mots-classes", choices=MOTS_CLASS_MODES, default="categories",
+                        help="mots-*: class id of each object: its category (default) or one "
+                             "KITTI class for all (car = 1, pedestrian = 2), for tools that know "
+                             "only those")
+
+
+def export_options(args: argparse.Namespace):
+    from daq_label.exports import ExportOptions
+
+    return ExportOptions(mots_classes=args.mots_classes)
 
 
 def add_storage_argument(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         _, selection, options = open_selection(args)
-        result = exporter(args.format)(selection, Destination(args.dest, options), args.format)
+        result = exporter(args.format)(selection, Destination(args.dest, options), args.format,
+                                       export_options(args))
     except (ValueError, FileNotFoundError) as exc:  # OutputError is a ValueError
         logger.error("%s", exc)
         return 2

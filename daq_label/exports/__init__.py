@@ -35,6 +35,18 @@ FORMATS: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """Format options. ``mots_classes``: the MOTS class id of every object, ``categories`` (the
+    category id; 10, MOTS' ignore class, and above shift up by one) or one KITTI class for all
+    (``car`` = 1, ``pedestrian`` = 2), for tools that only know those."""
+
+    mots_classes: str = "categories"
+
+
+MOTS_CLASS_MODES = ("categories", "car", "pedestrian")
+
+
 def frame_file_name(video_id: str, frame_index: int, ext: str = "jpg") -> str:
     return f"{video_id}/{frame_index:06d}.{ext}"
 
@@ -83,7 +95,7 @@ class Destination:
 
 
 def exporter(format_name: str) -> Callable[..., ExportResult]:
-    """The ``export(selection, dest, format_name)`` function of a format."""
+    """The ``export(selection, dest, format_name, options)`` function of a format."""
     if format_name not in FORMATS:
         raise ValueError(f"unknown export format {format_name!r}; formats: {', '.join(FORMATS)}")
     module = importlib.import_module(FORMATS[format_name])

@@ -19,7 +19,7 @@ import logging
 
 from daq_eval.ytvis_format import (Annotation, Category, Dataset, Prediction, Video, dataset_to_json,
                                    predictions_to_json)
-from daq_label.exports import Destination, ExportResult, frame_file_name
+from daq_label.exports import Destination, ExportOptions, ExportResult, frame_file_name
 from daq_label.filters import Selection
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ def build(selection: Selection) -> tuple[Dataset, list[Prediction], int]:
     return dataset, predictions, masks
 
 
-def export(selection: Selection, dest: Destination, format_name: str = "ytvis") -> ExportResult:
+def export(selection: Selection, dest: Destination, format_name: str = "ytvis",
+           options: ExportOptions = ExportOptions()) -> ExportResult:
     dataset, predictions, masks = build(selection)
     dest.write_json(DATASET_FILE, dataset_to_json(dataset))
     dest.write_json(RESULTS_FILE, predictions_to_json(predictions))
