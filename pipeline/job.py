@@ -20,6 +20,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 
+from pipeline.chunking import ChunkSettings
 from pipeline.handler import METRICS_NAMESPACE, DAQModelHandler, load_predictor
 from pipeline.inputs import InputError, InputSpec
 from pipeline.isolation import IsolationSettings
@@ -50,6 +51,7 @@ class LabelJob:
     storage_options: dict[str, Any] = field(default_factory=dict)
     skip_bad_input_lines: bool = False
     isolation: IsolationSettings = field(default_factory=IsolationSettings)
+    chunking: ChunkSettings = field(default_factory=ChunkSettings)  # long videos (off by default)
 
     def __post_init__(self) -> None:
         self.provenance: Provenance = self.model.provenance()
@@ -125,13 +127,23 @@ class LabelJob:
         return DAQModelHandler(self.model, self.provenance, self.settings, self.device, torch_threads,
                                self.isolation)
 
+    def label_videos(self, torch_threads: int = 0) -> beam.PTransform:
+        """LabelVideos; with chunking on, long videos fan out in chunks (pipeline/chunked.py)."""
+        whole = LabelVideos(self.handler(torch_threads))
+        if not self.chunking.enabled:
+            return whole
+        from pipeline.chunked import ChunkModelHandler, LabelVideosInChunks
+
+        chunk_handler = ChunkModelHandler(self.model, self.provenance, self.settings, self.device, torch_threads)
+        return LabelVideosInChunks(whole, chunk_handler, self.chunking, self.provenance, self.storage_options)
+
     def build(self, pipeline: beam.Pipeline, spec: InputSpec, torch_threads: int = 0) -> beam.PCollection:
         return (pipeline
                 | "MatchVideos" >> MatchVideos(spec)
                 | "AssignVideoIds" >> AssignVideoIds(self.storage_options)
                 | "SkipDone" >> SkipDone(self.layout, self.retry_failed)
                 | "Reshuffle" >> beam.Reshuffle()
-                | "LabelVideos" >> LabelVideos(self.handler(torch_threads))
+                | "LabelVideos" >> self.label_videos(torch_threads)
                 | "WriteVideoTables" >> WriteVideoTables(self.layout)
                 | "MarkDone" >> MarkDone(self.layout))
 

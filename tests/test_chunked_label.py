@@ -125,3 +125,142 @@ def test_shipped_model_in_chunks_stitches_like_the_whole_video(tmp_path: Path) -
     stitched_frames = {r.frame_index for i in result.instances for r in i.rows}
     assert stitched_frames <= set(range(FRAMES))
     assert set(whole.tracks.column("frame_index").to_pylist()) <= stitched_frames
+
+
+# --------------------------------------------------------------------------- stitched video rows
+
+
+def _stitching_cases():
+    """The synthetic long-video cases of test_stitching.py (loaded by path: ``tests`` is no
+    package)."""
+    import importlib.util
+    import sys
+
+    if "stitching_cases" in sys.modules:
+        return sys.modules["stitching_cases"]
+    spec = importlib.util.spec_from_file_location("stitching_cases", Path(__file__).with_name("test_stitching.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _parts(seed: int = 4, frames: int = 100):
+    from pipeline.chunk_label import ChunkLabels
+    from pipeline.decode import DecodeStats, StreamInfo
+    cases = _stitching_cases()
+    H, W, synthetic_case = cases.H, cases.W, cases.synthetic_case
+    chunks, _objects, labelled, _truth, _crossings = synthetic_case(seed, frames=frames, length=40, overlap=10)
+    ref = make_ref("/videos/long.mp4")
+    info = StreamInfo("mov,mp4", "h264", W, H, 25.0, frames / 25.0, frames, 12345)
+    parts = []
+    for c in labelled:
+        n = c.chunk.frames
+        stats = DecodeStats(frames=c.chunk.end if not c.chunk.open_end else frames, packets=frames,
+                            width=W, height=H, seconds=0.1)
+        parts.append(ChunkLabels(ref, c.chunk, c.tracks, [(c.chunk.start + i) / 25.0 for i in range(n)],
+                                 info, stats, model_seconds=1.0, model_stats={"tracks_started": 3.0},
+                                 size=(H, W)))
+    return chunks, parts
+
+
+def test_stitched_video_tables_match_the_schemas() -> None:
+    from pipeline.chunked import stitched_labels
+    from schemas.tables import TRACK_SUMMARY_V1, TRACKS_V1, VIDEOS_V1
+    from pipeline.tables import videos_table
+
+    chunks, parts = _parts()
+    provenance = resolve_model(None, None).provenance()
+    labels, report = stitched_labels(list(reversed(parts)), provenance)  # any arrival order
+    assert labels.status == "ok" and report is not None and report.matched > 0
+    assert labels.tracks.schema.equals(TRACKS_V1, check_metadata=True)
+    assert labels.track_summary.schema.equals(TRACK_SUMMARY_V1, check_metadata=True)
+    assert videos_table(labels.video_row).schema.equals(VIDEOS_V1, check_metadata=True)
+    row = labels.video_row
+    assert row["frames_decoded"] == 100 and row["model_seconds"] == pytest.approx(len(chunks))
+    assert row["num_tracks"] == labels.track_summary.num_rows
+    pairs = list(zip(labels.tracks.column("track_id").to_pylist(), labels.tracks.column("frame_index").to_pylist()))
+    assert len(pairs) == len(set(pairs))
+    times = dict(zip(labels.tracks.column("frame_index").to_pylist(),
+                     labels.tracks.column("timestamp_s").to_pylist()))
+    assert all(t == pytest.approx(f / 25.0) for f, t in times.items())
+
+
+def test_a_failed_chunk_fails_the_video_and_a_missing_one_is_named() -> None:
+    from pipeline.chunked import stitched_labels
+
+    provenance = resolve_model(None, None).provenance()
+    _chunks, parts = _parts()
+    parts[1].error_kind, parts[1].error_message = "model_error", "long.mp4: chunk 2/3: model failed: boom"
+    labels, report = stitched_labels(parts, provenance)
+    assert labels.status == "failed" and report is None
+    assert labels.video_row["error_type"] == "model_error" and "chunk 2/3" in labels.video_row["error_message"]
+    assert labels.tracks.num_rows == 0
+    _chunks, parts = _parts()
+    labels, _ = stitched_labels(parts[:1] + parts[2:], provenance)
+    assert labels.status == "failed" and "came back" in labels.video_row["error_message"]
+
+
+def test_chunks_past_the_end_of_a_shorter_video_are_dropped() -> None:
+    from pipeline.chunked import stitched_labels
+
+    provenance = resolve_model(None, None).provenance()
+    _chunks, parts = _parts()
+    last = parts[-1]
+    last.error_kind, last.error_message = "no_frames_decoded", "chunk got no frame"
+    last.tracks, last.timestamps = last.tracks.slice(0, 0), []
+    last.stats.frames = parts[-2].chunk.end  # the stream ended with the chunk before
+    labels, _ = stitched_labels(parts, provenance)
+    assert labels.status == "partial" and labels.video_row["error_type"] == "truncated"
+    frames = set(labels.tracks.column("frame_index").to_pylist())
+    assert max(frames) >= parts[-2].chunk.keep_end  # the new last chunk keeps all its frames
+
+
+# --------------------------------------------------------------------------- the Beam job
+
+
+@pytest.mark.slow
+def test_label_job_fans_long_videos_out_in_chunks(tmp_path: Path) -> None:
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from pipeline.chunking import ChunkSettings
+    from pipeline.handler import METRICS_NAMESPACE
+    from pipeline.isolation import IsolationSettings
+    from pipeline.job import LabelJob
+    from pipeline.runner import runner_setup
+    from schemas.validate import validate_output
+
+    torch.set_num_threads(1)
+    config = get_preset("heldout_appear_disappear", frames=FRAMES, objects=(3, 4))
+    video = render_video(config, seed=12, index=0, backgrounds=make_backgrounds(config))
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    write_video(video.frames, corpus / "long.mp4")
+    write_video(video.frames[:12], corpus / "short.mp4")
+    out = tmp_path / "out"
+    job = LabelJob(str(corpus), str(out), resolve_model(None, None), LabelSettings(frames_per_push=5),
+                   device="cpu", isolation=IsolationSettings(enabled=False),
+                   chunking=ChunkSettings(LENGTH, OVERLAP))
+    spec = job.resolve_input()
+    job.prepare_output()
+    setup = runner_setup([], workers=2)
+    pipeline = beam.Pipeline(runner=setup.runner, options=setup.options)
+    job.build(pipeline, spec, torch_threads=1)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in
+                result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]}
+    assert counters["videos_chunked"] == 1 and counters["chunks_planned"] == 4
+    assert counters["chunks_labelled"] == 4 and counters["videos_stitched"] == 1
+    assert counters["videos_ok"] == 2
+    assert validate_output(str(out), deep=True).ok
+    import pyarrow.parquet as pq
+
+    videos = {r["source_url"].rsplit("/", 1)[-1]: r for r in pq.read_table(out / "videos").to_pylist()}
+    assert videos["long.mp4"]["frames_decoded"] == FRAMES and videos["short.mp4"]["frames_decoded"] == 12
+    tracks = pq.read_table(out / "tracks").to_pylist()
+    long_rows = [(r["track_id"], r["frame_index"]) for r in tracks if r["video_id"] == videos["long.mp4"]["video_id"]]
+    assert long_rows and len(long_rows) == len(set(long_rows))
+    assert max(f for _, f in long_rows) >= FRAMES - 10 and min(f for _, f in long_rows) < 10
+    print(f"job: {counters}; long video {videos['long.mp4']['num_tracks']} tracks")
