@@ -79,6 +79,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--skip-model-check", action="store_true",
                      help="do not load the model once before starting (faster start; a bad "
                           "checkpoint then fails on the workers)")
+    long_videos = parser.add_argument_group("long videos (docs/long_videos.md)")
+    long_videos.add_argument("--chunk-frames", type=int, metavar="N", default=0,
+                             help="label a video whose header says it has more than N frames as "
+                                  "overlapping chunks of at most N frames on any workers, stitched "
+                                  "back by track (default: 0, never; e.g. 3000)")
+    long_videos.add_argument("--chunk-overlap", type=int, metavar="O", default=16,
+                             help="frames shared by consecutive chunks, where tracks are matched "
+                                  "(default: 16; --chunk-frames must be >= 3 x O)")
     isolation = parser.add_argument_group("isolation (docs/reliability.md)")
     isolation.add_argument("--no-isolation", action="store_true",
                            help="decode and run the model in the worker process itself (default: in "
@@ -115,6 +123,7 @@ def _unknown_beam_args(beam_args: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.chunking import ChunkSettings
     from pipeline.isolation import IsolationSettings
     from pipeline.job import JobSetupError, LabelJob
     from pipeline.labeler import LabelSettings
@@ -147,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         job = LabelJob(args.input, args.output, spec, settings,
                        device=args.device, retry_failed=args.retry_failed,
                        skip_bad_input_lines=args.skip_bad_input_lines, storage_options=storage_options,
+                       chunking=ChunkSettings(args.chunk_frames, args.chunk_overlap),
                        isolation=IsolationSettings(not args.no_isolation, args.video_timeout,
                                                    args.video_timeout_per_second))
     except (JobSetupError, ModelSourceError, ValueError) as exc:

@@ -264,3 +264,12 @@ def test_label_job_fans_long_videos_out_in_chunks(tmp_path: Path) -> None:
     assert long_rows and len(long_rows) == len(set(long_rows))
     assert max(f for _, f in long_rows) >= FRAMES - 10 and min(f for _, f in long_rows) < 10
     print(f"job: {counters}; long video {videos['long.mp4']['num_tracks']} tracks")
+
+
+def test_cli_refuses_a_chunk_length_below_three_overlaps(tmp_path: Path, caplog) -> None:
+    from jobs.cli import main as cli_main
+
+    with caplog.at_level(logging.ERROR):
+        rc = cli_main(["label", str(tmp_path), str(tmp_path / "out"), "--chunk-frames", "20",
+                       "--chunk-overlap", "8"])
+    assert rc == 2 and "at least 3 x overlap" in caplog.text
