@@ -4,7 +4,9 @@ Builds and runs the Beam pipeline of :mod:`pipeline.job`. Options this command d
 Beam pipeline options and pass through unchanged (``--runner DataflowRunner --project ...``);
 put them after INPUT OUTPUT, or write them as ``--name=value``.
 
-Exit status: 0 when the job ran (videos that failed are recorded in ``videos/`` with the reason);
+Exit status: 0 when the job ran to the end (videos that failed are recorded in ``videos/`` with
+the reason; the summary line gives the counts by status and error_type), or 1 with
+``--max-failed-fraction F`` when more than F of the videos this run labelled failed;
 2 for unusable arguments (INPUT matches nothing, bad checkpoint or config, OUTPUT of another
 model, unknown options), checked before any worker starts; 1 if the pipeline itself failed.
 """
@@ -97,6 +99,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     isolation.add_argument("--video-timeout-per-second", type=float, metavar="K", default=60.0,
                            help="seconds allowed per second of video (default: 60); a video whose "
                                 "header gives no length gets 3 hours")
+    isolation.add_argument("--max-attempts", type=int, metavar="N", default=2,
+                           help="a video started N times without finishing (its worker died each "
+                                "time) is recorded failed, repeated_worker_crash, and not run again "
+                                "(default: 2)")
+    isolation.add_argument("--claim-ttl", type=float, metavar="S", default=600.0,
+                           help="a job claims each video before labelling it, refreshed while it "
+                                "works; a claim not refreshed for S seconds lapses (default: 600)")
+    isolation.add_argument("--max-failed-fraction", type=float, metavar="F",
+                           help="exit 1 (after writing everything) when more than this fraction "
+                                "of the videos labelled by this run failed (default: exit 0)")
     # Unknown options are Beam pipeline options: keep them instead of failing (Beam's own
     # parse_known_args pattern, applied to this sub-command only).
     parse_known = parser.parse_known_args
@@ -123,6 +135,7 @@ def _unknown_beam_args(beam_args: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.claims import ClaimSettings
     from pipeline.chunking import ChunkSettings
     from pipeline.isolation import IsolationSettings
     from pipeline.job import JobSetupError, LabelJob
@@ -142,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             logger.error("--%s must be >= 1", name.replace("_", "-"))
             return 2
+    if args.max_failed_fraction is not None and not 0 <= args.max_failed_fraction <= 1:
+        logger.error("--max-failed-fraction must be between 0 and 1")
+        return 2
     quiet_storage_tracebacks()
     try:
         storage_options = parse_storage_options(args.storage_option)
@@ -158,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
                        skip_bad_input_lines=args.skip_bad_input_lines, storage_options=storage_options,
                        chunking=ChunkSettings(args.chunk_frames, args.chunk_overlap),
                        isolation=IsolationSettings(not args.no_isolation, args.video_timeout,
-                                                   args.video_timeout_per_second))
+                                                   args.video_timeout_per_second),
+                       claim_settings=ClaimSettings(args.claim_ttl, args.max_attempts))
     except (JobSetupError, ModelSourceError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
@@ -177,7 +194,15 @@ def run(args: argparse.Namespace) -> int:
             logger.exception("the label job failed")
         return 1
     print(summary.line())
-    return 1 if summary.not_written else 0
+    if summary.not_written:
+        return 1
+    if args.max_failed_fraction is not None and summary.videos \
+            and summary.failed / summary.videos > args.max_failed_fraction:
+        logger.error("%d of %d video(s) failed (%.1f%%), more than --max-failed-fraction %g: exit 1 "
+                     "(everything is written; see videos/ for the reasons)", summary.failed,
+                     summary.videos, 100 * summary.failed / summary.videos, args.max_failed_fraction)
+        return 1
+    return 0
 
 
 def _output_write_failure(exc: BaseException) -> str | None:

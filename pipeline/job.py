@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from pipeline.chunking import ChunkSettings
 from pipeline.handler import METRICS_NAMESPACE, DAQModelHandler, load_predictor
+from pipeline.claims import ClaimSettings, VideoClaims, clear_stale_tmp
 from pipeline.inputs import InputError, InputSpec
 from pipeline.isolation import IsolationSettings
 from pipeline.labeler import LabelSettings
@@ -30,6 +32,7 @@ from pipeline.runner import RunnerSetup
 from pipeline.storage import OutputLayout
 from pipeline.storage_access import describe_storage_error
 from pipeline.tables import Provenance
+from pipeline.transforms import ERROR_TYPE_COUNTER, QUARANTINED, ClaimVideos
 from pipeline.transforms import AssignVideoIds, LabelVideos, MarkDone, MatchVideos, SkipDone, WriteVideoTables
 from schemas.tables import TABLES
 
@@ -51,11 +54,14 @@ class LabelJob:
     storage_options: dict[str, Any] = field(default_factory=dict)
     skip_bad_input_lines: bool = False
     isolation: IsolationSettings = field(default_factory=IsolationSettings)
+    claim_settings: ClaimSettings = field(default_factory=ClaimSettings)
     chunking: ChunkSettings = field(default_factory=ChunkSettings)  # long videos (off by default)
 
     def __post_init__(self) -> None:
         self.provenance: Provenance = self.model.provenance()
         self.layout = OutputLayout(self.output_url, self.storage_options)
+        self.job_id = uuid.uuid4().hex[:16]  # this run: claims and done markers name it
+        self.claims = VideoClaims(self.layout, self.job_id, self.claim_settings)
 
     # ------------------------------------------------------------------ pre-flight
 
@@ -100,7 +106,7 @@ class LabelJob:
                         "Write to another OUTPUT directory so labels never mix.")
             else:
                 layout.write_json_atomic(layout.provenance_path, record)
-            removed = layout.clear_tmp()
+            removed = clear_stale_tmp(layout, self.claims)  # not what a live job is writing
             layout.check_writable()
         except JobSetupError:
             raise
@@ -138,14 +144,17 @@ class LabelJob:
         return LabelVideosInChunks(whole, chunk_handler, self.chunking, self.provenance, self.storage_options)
 
     def build(self, pipeline: beam.Pipeline, spec: InputSpec, torch_threads: int = 0) -> beam.PCollection:
-        return (pipeline
-                | "MatchVideos" >> MatchVideos(spec)
-                | "AssignVideoIds" >> AssignVideoIds(self.storage_options)
-                | "SkipDone" >> SkipDone(self.layout, self.retry_failed)
-                | "Reshuffle" >> beam.Reshuffle()
-                | "LabelVideos" >> self.label_videos(torch_threads)
+        claimed = (pipeline
+                   | "MatchVideos" >> MatchVideos(spec)
+                   | "AssignVideoIds" >> AssignVideoIds(self.storage_options)
+                   | "SkipDone" >> SkipDone(self.layout, self.retry_failed)
+                   | "Reshuffle" >> beam.Reshuffle()
+                   | "ClaimVideos" >> ClaimVideos(self.claims, self.provenance, self.retry_failed))
+        labelled = claimed.to_label | "LabelVideos" >> self.label_videos(torch_threads)
+        return ((labelled, claimed[QUARANTINED])
+                | "WithQuarantined" >> beam.Flatten()
                 | "WriteVideoTables" >> WriteVideoTables(self.layout)
-                | "MarkDone" >> MarkDone(self.layout))
+                | "MarkDone" >> MarkDone(self.layout, self.claims))
 
     def run(self, setup: RunnerSetup, check_model: bool = True) -> "JobSummary":
         spec = self.resolve_input()
@@ -158,6 +167,7 @@ class LabelJob:
         self.build(pipeline, spec, setup.torch_threads)
         result = pipeline.run()
         result.wait_until_finish()
+        clear_stale_tmp(self.layout, self.claims)  # what this run's killed predecessors left
         summary = JobSummary.from_result(result, time.perf_counter() - start, self.layout.url)
         return summary
 
@@ -174,10 +184,13 @@ class JobSummary:
     output: str
     state: str = "DONE"
     not_written: int = 0  # labelled but not stored (write errors): not done, a rerun labels them
+    error_types: dict[str, int] = field(default_factory=dict)  # videos by videos.error_type
+    claimed_elsewhere: int = 0  # being labelled by another job on the same OUTPUT: skipped
+    quarantined: int = 0  # failed repeated_worker_crash without being run (among ``failed``)
 
     @classmethod
     def from_result(cls, result: Any, wall_s: float, output: str) -> "JobSummary":
-        counters: dict[str, int] = {}
+        counters: dict[str, int] = {}  # committed counts where the runner has them
         try:
             query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
             for item in query["counters"]:
@@ -187,10 +200,15 @@ class JobSummary:
             logger.warning("metrics unavailable from the runner: %s", exc)
         return cls(
             ok=counters.get("videos_ok", 0), partial=counters.get("videos_partial", 0),
-            failed=counters.get("videos_failed", 0), already_done=counters.get("videos_already_done", 0),
+            failed=counters.get("videos_failed", 0),
+            already_done=counters.get("videos_already_done", 0) + counters.get("videos_done_elsewhere", 0),
             frames=counters.get("frames_labelled", 0), tracks=counters.get("tracks", 0),
             wall_s=wall_s, output=output, state=str(getattr(result, "state", "DONE")),
-            not_written=counters.get("videos_not_written", 0))
+            not_written=counters.get("videos_not_written", 0),
+            error_types={name[len(ERROR_TYPE_COUNTER):]: n for name, n in sorted(counters.items())
+                         if name.startswith(ERROR_TYPE_COUNTER) and n},
+            claimed_elsewhere=counters.get("videos_claimed_elsewhere", 0),
+            quarantined=counters.get("videos_quarantined", 0))
 
     @property
     def videos(self) -> int:
@@ -201,4 +219,8 @@ class JobSummary:
                 f"failed {self.failed}), {self.already_done} already done, {self.frames} frames, "
                 f"{self.tracks} tracks, {self.wall_s:.1f}s -> {self.output}"
                 + (f"; {self.not_written} video(s) NOT written (write errors; rerun to label them)"
-                   if self.not_written else ""))
+                   if self.not_written else "")
+                + (f"; {self.claimed_elsewhere} video(s) skipped: another job is labelling them"
+                   if self.claimed_elsewhere else "")
+                + ("; by error_type: " + ", ".join(f"{k} {v}" for k, v in self.error_types.items())
+                   if self.error_types else ""))

@@ -7,11 +7,15 @@ AssignVideoIds         URL -> VideoRef(video_id, canonical URL)             ``vi
 SkipDone               drop videos OUTPUT holds as done (resume), dedupe   ``videos_already_done``,
                                                                             ``videos_to_label``,
                                                                             ``duplicate_inputs``
+ClaimVideos            claim each video (pipeline/claims.py); quarantine   ``videos_claimed_elsewhere``,
+                       videos started max_attempts times, never done       ``videos_done_elsewhere``,
+                                                                            ``videos_quarantined``
 LabelVideos            RunInference(DAQModelHandler): decode+model+RLE     (handler's counters)
 WriteVideoTables       three Parquet files per video, temp then commit     ``tables_written``,
                                                                             ``rows_written_*``
-MarkDone               the done marker, written last                       ``videos_ok|partial|
-                                                                            failed``, ``tracks``
+MarkDone               the done marker, written last; releases the claim   ``videos_ok|partial|
+                                                                            failed``, ``tracks``,
+                                                                            ``error_type.<kind>``
 =====================  ==========================================================================
 """
 
@@ -26,13 +30,20 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 
+from pipeline.claims import REPEATED_WORKER_CRASH, VideoClaims
 from pipeline.handler import METRICS_NAMESPACE, DAQModelHandler
 from pipeline.inputs import InputSpec, VideoRef, make_ref
+from pipeline.labeler import failed_labels
 from pipeline.storage import OutputLayout, is_fatal_write_error
-from pipeline.tables import VideoLabels, videos_table
+from pipeline.tables import Provenance, VideoLabels, videos_table
 from schemas.tables import TABLES
 
 logger = logging.getLogger(__name__)
+
+#: Counter name prefix of the counts by ``videos.error_type`` (``error_type.timeout``, ...)
+ERROR_TYPE_COUNTER = "error_type."
+#: Tagged output of ClaimVideos: videos recorded failed without being run (quarantine)
+QUARANTINED = "quarantined"
 
 #: Target uncompressed bytes per Parquet row group (readers fetch and decode row groups whole).
 ROW_GROUP_BYTES = 64 * 1024 * 1024
@@ -145,6 +156,71 @@ class SkipDone(beam.PTransform):
                 | "KeepUndone" >> beam.ParDo(_KeepUndoneFn(self.layout, self.retry_failed)))
 
 
+class _ClaimFn(beam.DoFn):
+    def __init__(self, claims: VideoClaims, provenance: Provenance, retry_failed: bool) -> None:
+        self.claims = claims
+        self.provenance = provenance
+        self.retry_failed = retry_failed
+        self.elsewhere = _counter("videos_claimed_elsewhere")
+        self.done_elsewhere = _counter("videos_done_elsewhere")
+        self.quarantined = _counter("videos_quarantined")
+
+    def process(self, ref: VideoRef) -> Iterator[Any]:
+        claims = self.claims
+        claimed, holder = claims.try_claim(ref.video_id)
+        if not claimed:
+            self.elsewhere.inc()
+            logger.info("%s (%s): being labelled by job %s (%s, pid %s); skipped", ref.url,
+                        ref.video_id, (holder or {}).get("job_id"), (holder or {}).get("host"),
+                        (holder or {}).get("pid"))
+            return
+        if self._done_meanwhile(ref.video_id):  # by a job that released its claim since SkipDone
+            self.done_elsewhere.inc()
+            claims.release(ref.video_id)
+            return
+        attempts = claims.attempts(ref.video_id)
+        if attempts >= claims.settings.max_attempts:
+            self.quarantined.inc()
+            message = (f"{ref.url}: started {attempts} time(s) without finishing (each time the "
+                       "worker labelling it died); recorded failed without running it again "
+                       "(--max-attempts; --retry-failed labels it again)")
+            logger.error("%s (%s): quarantined: %s", ref.url, ref.video_id, message)
+            yield beam.pvalue.TaggedOutput(QUARANTINED, failed_labels(
+                ref, self.provenance, REPEATED_WORKER_CRASH, message))
+            return
+        claims.record_attempt(ref.video_id)
+        yield ref
+
+    def _done_meanwhile(self, video_id: str) -> bool:
+        layout = self.claims.layout
+        path = layout.done_path(video_id)
+        try:
+            if not layout.fs.exists(path):
+                return False
+            marker = layout.read_json(path)
+        except (OSError, ValueError):
+            return False  # an unreadable marker: label again
+        if marker.get("job_id") == self.claims.job_id:
+            return True
+        return not (self.retry_failed and marker.get("status") == "failed")
+
+
+class ClaimVideos(beam.PTransform):
+    """Claim each video before it starts (concurrent jobs split the work) and quarantine videos
+    that were started ``max_attempts`` times without finishing. Main output: VideoRefs to label;
+    tagged output :data:`QUARANTINED`: failed VideoLabels to write as they are."""
+
+    def __init__(self, claims: VideoClaims, provenance: Provenance, retry_failed: bool = False) -> None:
+        super().__init__()
+        self.claims = claims
+        self.provenance = provenance
+        self.retry_failed = retry_failed
+
+    def expand(self, refs):  # -> DoOutputsTuple (no annotation: Beam reads it as a type hint)
+        return refs | "Claim" >> beam.ParDo(_ClaimFn(self.claims, self.provenance, self.retry_failed)) \
+            .with_outputs(QUARANTINED, main="to_label")
+
+
 class LabelVideos(beam.PTransform):
     """RunInference with :class:`DAQModelHandler`: VideoRef -> :class:`VideoLabels`."""
 
@@ -231,8 +307,9 @@ class WriteVideoTables(beam.PTransform):
 
 
 class _MarkDoneFn(beam.DoFn):
-    def __init__(self, layout: OutputLayout) -> None:
+    def __init__(self, layout: OutputLayout, claims: VideoClaims | None = None) -> None:
         self.layout = layout
+        self.claims = claims
         self.status = {s: _counter(f"videos_{s}") for s in ("ok", "partial", "failed")}
         self.frames = _counter("frames_labelled")
         self.tracks = _counter("tracks")
@@ -249,6 +326,7 @@ class _MarkDoneFn(beam.DoFn):
             "num_tracks": row["num_tracks"],
             "provenance_key": row["provenance_key"],
             "tables": [spec.name for spec in TABLES],
+            "job_id": self.claims.job_id if self.claims else None,
         }
         path = self.layout.done_path(labels.video_id)
         try:
@@ -256,7 +334,11 @@ class _MarkDoneFn(beam.DoFn):
         except OSError as exc:
             check_write_error(exc, labels.video_id, path, self.not_written)
             return
+        if self.claims is not None:
+            self.claims.release(labels.video_id)
         self.status[labels.status].inc()
+        if row["error_type"]:
+            _counter(ERROR_TYPE_COUNTER + str(row["error_type"])).inc()
         if labels.status != "failed":
             self.frames.inc(int(row["frames_decoded"]))
         self.tracks.inc(int(row["num_tracks"]))
@@ -264,11 +346,13 @@ class _MarkDoneFn(beam.DoFn):
 
 
 class MarkDone(beam.PTransform):
-    """Write ``_done/<video_id>.json`` after the video's tables: resume skips the video."""
+    """Write ``_done/<video_id>.json`` after the video's tables: resume skips the video. Then
+    drop the video's claim and attempt markers."""
 
-    def __init__(self, layout: OutputLayout) -> None:
+    def __init__(self, layout: OutputLayout, claims: VideoClaims | None = None) -> None:
         super().__init__()
         self.layout = layout
+        self.claims = claims
 
     def expand(self, labels: beam.PCollection) -> beam.PCollection:
-        return labels | "MarkDone" >> beam.ParDo(_MarkDoneFn(self.layout))
+        return labels | "MarkDone" >> beam.ParDo(_MarkDoneFn(self.layout, self.claims))

@@ -25,6 +25,8 @@ VERSION_KEY = b"daq_label.schema_version"
 DONE_DIR = "_done"
 TMP_DIR = "_tmp"
 PROVENANCE_FILE = "_provenance.json"
+CLAIMS_DIR = "_claims"  # who labels a video now (pipeline/claims.py)
+ATTEMPTS_DIR = "_attempts"  # starts of a video not finished yet (pipeline/claims.py)
 
 #: Status values of ``videos.status``.
 STATUSES = ("ok", "partial", "failed")
