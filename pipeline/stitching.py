@@ -295,17 +295,22 @@ def crossing_accuracy(truth: dict[tuple[int, int], Any], result: StitchResult,
 
     ``truth``: (chunk, local track id) -> the true object of that piece (None: follows no true
     object, e.g. a false positive; such pieces are not judged); ``crossings``: pairs of pieces of
-    one true object in consecutive chunks that both have masks in the shared frames (the stitches
-    that should happen). ``accuracy``: fraction of crossings whose two pieces got one global id;
-    ``false_joins``: for each global id, the number of true objects among its pieces beyond the
-    first.
+    one true object in consecutive chunks that both have masks in the shared frames. A *crossing*
+    is one true object at one chunk boundary (several pairs when a chunk holds the object in more
+    than one piece); it is stitched right when at least one of its pairs got one global id.
+    ``accuracy``: crossings stitched right / crossings; ``false_joins``: for each global id, the
+    true objects among its pieces beyond the first.
     """
-    right = sum(1 for a, b in crossings
-                if a in result.global_ids and result.global_ids.get(a) == result.global_ids.get(b))
+    groups: dict[tuple[int, Any], bool] = {}
+    for a, b in crossings:
+        key = (a[0], truth.get(a))
+        joined = a in result.global_ids and result.global_ids.get(a) == result.global_ids.get(b)
+        groups[key] = groups.get(key, False) or joined
+    right = sum(groups.values())
     by_global: dict[int, set[Any]] = defaultdict(set)
     for key, gid in result.global_ids.items():
         if truth.get(key) is not None:
             by_global[gid].add(truth[key])
     false_joins = sum(len(objs) - 1 for objs in by_global.values())
-    return {"crossings": len(crossings), "stitched_right": right,
-            "accuracy": right / len(crossings) if crossings else None, "false_joins": false_joins}
+    return {"crossings": len(groups), "stitched_right": right,
+            "accuracy": right / len(groups) if groups else None, "false_joins": false_joins}
