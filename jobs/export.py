@@ -48,6 +48,9 @@ def add_format_options(parser: argparse.ArgumentParser) -> None:
                         help="mots-*: class id of each object: its category (default) or one "
                              "KITTI class for all (car = 1, pedestrian = 2), for tools that know "
                              "only those")
+    parser.add_argument("--with-frames", action="store_true",
+                        help="also decode the videos and write their labelled frames as "
+                             "images/<video_id>/<frame_index:06d>.jpg (what the tools open)")
 
 
 def export_options(args: argparse.Namespace):
@@ -74,14 +77,27 @@ def open_selection(args: argparse.Namespace, track_filter=None):
     return output, chosen.select(output), options
 
 
-def run(args: argparse.Namespace) -> int:
+def write_export(args: argparse.Namespace, selection, options: dict):
+    """Write the selection in ``args.format`` to ``args.dest`` (and its frames with
+    ``--with-frames``); returns the ExportResult."""
     from daq_label.exports import Destination, exporter
+    from daq_label.exports.frames import write_frames
+
+    dest = Destination(args.dest, options)
+    result = exporter(args.format)(selection, dest, args.format, export_options(args))
+    if args.with_frames:
+        result.notes["frames_written"] = write_frames(selection, dest, options)
+        result.files = list(dest.written)
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.decode import VideoError
 
     try:
         _, selection, options = open_selection(args)
-        result = exporter(args.format)(selection, Destination(args.dest, options), args.format,
-                                       export_options(args))
-    except (ValueError, FileNotFoundError) as exc:  # OutputError is a ValueError
+        result = write_export(args, selection, options)
+    except (ValueError, FileNotFoundError, VideoError) as exc:  # OutputError is a ValueError
         logger.error("%s", exc)
         return 2
     print(result.line())

@@ -1,0 +1,96 @@
+"""Polygons from binary masks, for formats without mask tracks (CVAT for video).
+
+:func:`mask_polygon` traces the outline of the mask's largest 4-connected part along pixel
+edges (vertices on pixel corners, so the polygon encloses exactly that part's pixels, holes
+filled), then drops the vertices in the middle of straight runs. One polygon per mask is what a
+CVAT track holds per frame: the other parts and the holes are lost, and
+:class:`PolygonStats` counts those pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+_FOUR = ndimage.generate_binary_structure(2, 1)
+
+
+@dataclass
+class PolygonStats:
+    masks: int = 0
+    pixels_other_parts: int = 0   # pixels of the smaller parts of split masks (not in the polygon)
+    pixels_holes_filled: int = 0  # pixels inside the polygon that the mask does not have
+
+
+def _boundary_loops(part: np.ndarray) -> list[list[tuple[int, int]]]:
+    """Closed loops of directed pixel edges around ``part`` (clockwise on screen: inside on the
+    right), as lists of (x, y) corners."""
+    padded = np.pad(part, 1)
+    inside = padded[1:-1, 1:-1]
+    nexts: dict[tuple[int, int], list[tuple[int, int]]] = {}
+
+    def add(rows: np.ndarray, cols: np.ndarray, start: tuple[int, int], end: tuple[int, int]) -> None:
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            nexts.setdefault((c + start[0], r + start[1]), []).append((c + end[0], r + end[1]))
+
+    add(*np.nonzero(inside & ~padded[:-2, 1:-1]), (0, 0), (1, 0))   # top edge, going right
+    add(*np.nonzero(inside & ~padded[1:-1, 2:]), (1, 0), (1, 1))    # right edge, going down
+    add(*np.nonzero(inside & ~padded[2:, 1:-1]), (1, 1), (0, 1))    # bottom edge, going left
+    add(*np.nonzero(inside & ~padded[1:-1, :-2]), (0, 1), (0, 0))   # left edge, going up
+    loops = []
+    while nexts:
+        start = min(nexts)
+        loop = [start]
+        point, previous = start, None
+        while True:
+            options = nexts[point]
+            if len(options) > 1 and previous is not None:  # a pinch corner: turn left, stay outside
+                dx, dy = point[0] - previous[0], point[1] - previous[1]
+                left = (point[0] + dy, point[1] - dx)
+                choice = left if left in options else options[0]
+            else:
+                choice = options[0]
+            options.remove(choice)
+            if not options:
+                del nexts[point]
+            previous, point = point, choice
+            if point == start:
+                break
+            loop.append(point)
+        loops.append(loop)
+    return loops
+
+
+def _signed_area(loop: list[tuple[int, int]]) -> float:
+    xs = np.array([p[0] for p in loop], dtype=np.float64)
+    ys = np.array([p[1] for p in loop], dtype=np.float64)
+    return 0.5 * float(np.dot(xs, np.roll(ys, -1)) - np.dot(np.roll(xs, -1), ys))
+
+
+def _drop_straight(loop: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    n = len(loop)
+    for i, p in enumerate(loop):
+        a, b = loop[i - 1], loop[(i + 1) % n]
+        if (p[0] - a[0]) * (b[1] - p[1]) != (p[1] - a[1]) * (b[0] - p[0]):
+            out.append(p)
+    return out
+
+
+def mask_polygon(mask: np.ndarray, stats: PolygonStats | None = None) -> list[float] | None:
+    """Flat [x0, y0, x1, y1, ...] outline of the mask's largest part (None for an empty mask)."""
+    labels, count = ndimage.label(mask, structure=_FOUR)
+    if count == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    biggest = int(np.argmax(sizes)) + 1
+    part = ndimage.binary_fill_holes(labels == biggest, structure=_FOUR)
+    loops = _boundary_loops(part)
+    outer = max(loops, key=_signed_area)
+    if stats is not None:
+        stats.masks += 1
+        stats.pixels_other_parts += int(sizes.sum() - sizes[biggest - 1])
+        stats.pixels_holes_filled += int(part.sum() - sizes[biggest - 1])
+    return [float(v) for point in _drop_straight(outer) for v in point]
