@@ -147,6 +147,11 @@ def _stitching_cases():
     return module
 
 
+@pytest.fixture(scope="module")
+def provenance():
+    return resolve_model(None, None).provenance()
+
+
 def _parts(seed: int = 4, frames: int = 100):
     from pipeline.chunk_label import ChunkLabels
     from pipeline.decode import DecodeStats, StreamInfo
@@ -166,13 +171,12 @@ def _parts(seed: int = 4, frames: int = 100):
     return chunks, parts
 
 
-def test_stitched_video_tables_match_the_schemas() -> None:
+def test_stitched_video_tables_match_the_schemas(provenance) -> None:
     from pipeline.chunked import stitched_labels
     from schemas.tables import TRACK_SUMMARY_V1, TRACKS_V1, VIDEOS_V1
     from pipeline.tables import videos_table
 
     chunks, parts = _parts()
-    provenance = resolve_model(None, None).provenance()
     labels, report = stitched_labels(list(reversed(parts)), provenance)  # any arrival order
     assert labels.status == "ok" and report is not None and report.matched > 0
     assert labels.tracks.schema.equals(TRACKS_V1, check_metadata=True)
@@ -188,10 +192,9 @@ def test_stitched_video_tables_match_the_schemas() -> None:
     assert all(t == pytest.approx(f / 25.0) for f, t in times.items())
 
 
-def test_a_failed_chunk_fails_the_video_and_a_missing_one_is_named() -> None:
+def test_a_failed_chunk_fails_the_video_and_a_missing_one_is_named(provenance) -> None:
     from pipeline.chunked import stitched_labels
 
-    provenance = resolve_model(None, None).provenance()
     _chunks, parts = _parts()
     parts[1].error_kind, parts[1].error_message = "model_error", "long.mp4: chunk 2/3: model failed: boom"
     labels, report = stitched_labels(parts, provenance)
@@ -203,10 +206,9 @@ def test_a_failed_chunk_fails_the_video_and_a_missing_one_is_named() -> None:
     assert labels.status == "failed" and "came back" in labels.video_row["error_message"]
 
 
-def test_chunks_past_the_end_of_a_shorter_video_are_dropped() -> None:
+def test_chunks_past_the_end_of_a_shorter_video_are_dropped(provenance) -> None:
     from pipeline.chunked import stitched_labels
 
-    provenance = resolve_model(None, None).provenance()
     _chunks, parts = _parts()
     last = parts[-1]
     last.error_kind, last.error_message = "no_frames_decoded", "chunk got no frame"
