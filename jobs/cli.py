@@ -18,6 +18,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("label", "jobs.label", "label a video corpus: Beam pipeline from videos to Parquet track tables"),
     ("validate", "jobs.validate", "check every table under an output directory against its schema"),
     ("export", "jobs.export", "write the labels as YouTube-VIS, MOTS, CVAT or Label Studio files"),
+    ("review", "jobs.review", "export the least confident videos or tracks first, for human correction"),
     ("reference-run", "jobs.reference_run", "run DVIS-DAQ on a reference case and write all its arrays"),
     ("train", "jobs.train", "train a DVIS-DAQ model (segmenter, tracker, refiner stages)"),
     ("evaluate", "jobs.evaluate", "YouTube-VIS video AP of predictions against ground truth"),
