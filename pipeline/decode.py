@@ -7,7 +7,12 @@
   (swscale), which handles odd sizes; the display rotation (multiples of 90 degrees) is applied so
   frames come out as a player shows them.
 * Frames are yielded in batches of ``batch_size`` as they decode, so memory stays bounded by one
-  batch (plus the prefetch queue, see :func:`prefetch`).
+  batch (plus the prefetch queue: ``batches(prefetch=N)``, see :mod:`pipeline.prefetch`).
+* Closing is safe on every path (an error in the consumer, an abandoned iterator, an interrupt,
+  a call from another thread): :meth:`StreamingDecoder.close` first stops and joins the prefetch
+  threads it started and closes the iterators it handed out, then closes the container under
+  the lock that every demux/decode step holds, and a step that comes after the close ends the
+  stream instead of touching the freed container (which would crash libavformat).
 * Opening errors are classified (:class:`VideoError` with a ``kind``) with a message naming the file.
 * The decoder keeps PyAV's default (slice) threading: frame threading drops the last frames before
   a damaged packet (2 of 68 on the truncated edge-case file).
@@ -20,16 +25,19 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, Iterator
 
 import av
 import numpy as np
 
+from pipeline.prefetch import Prefetcher, prefetch
 from pipeline.storage import is_local, url_to_fs
+
+__all__ = ["StreamingDecoder", "StreamInfo", "DecodeStats", "FrameBatch", "VideoError",
+           "classify_decode", "prefetch", "Prefetcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +150,10 @@ class StreamingDecoder:
         self.info: StreamInfo | None = None
         self._file: Any = None
         self._container: Any = None
+        self._lock = threading.RLock()  # held by every demux/decode step and by close()
+        self._closed = False
+        self._prefetchers: list[Prefetcher] = []
+        self._iterators: list[Iterator[FrameBatch]] = []
 
     # ------------------------------------------------------------------ open / close
 
@@ -159,14 +171,31 @@ class StreamingDecoder:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    #: seconds close() waits for each prefetch thread to stop (it always stops at the next step)
+    CLOSE_WAIT_S = 30.0
+
     def close(self) -> None:
-        for obj in (self._container, self._file):
-            if obj is not None:
-                try:
-                    obj.close()
-                except Exception as exc:  # noqa: BLE001 - closing must not mask the real error
-                    logger.debug("closing %s: %s", self.url, exc)
-        self._container = self._file = None
+        """Stop and join the prefetch threads, close the batch iterators, then the container
+        and the file. Idempotent; safe from any thread: the container is freed under the lock
+        that each demux/decode step holds, and a later step sees the close and ends the stream."""
+        for fetcher in reversed(self._prefetchers):
+            if not fetcher.close(timeout=self.CLOSE_WAIT_S):
+                logger.warning("%s: a prefetch thread is still in a decode step", self.url)
+        for iterator in reversed(self._iterators):
+            try:
+                iterator.close()  # type: ignore[attr-defined]
+            except ValueError:  # running in another thread: it stops at its next step
+                pass
+        with self._lock:
+            self._closed = True
+            self._prefetchers, self._iterators = [], []
+            for obj in (self._container, self._file):
+                if obj is not None:
+                    try:
+                        obj.close()
+                    except Exception as exc:  # noqa: BLE001 - closing must not mask the real error
+                        logger.debug("closing %s: %s", self.url, exc)
+            self._container = self._file = None
 
     def _open(self) -> None:
         try:
@@ -220,40 +249,61 @@ class StreamingDecoder:
 
     def _frames(self) -> Iterator[tuple[Any, float | None]]:
         """Decoded PyAV frames of the first video stream, skipping packets that fail."""
-        container = self._container
-        stream = container.streams.video[0]
-        time_base = stream.time_base
-        packets = container.demux(stream)
+        with self._lock:
+            if self._closed:
+                return
+            stream = self._container.streams.video[0]
+            time_base = stream.time_base
+            packets = self._container.demux(stream)
+        try:
+            while True:
+                with self._lock:  # one demux + decode step; never across a yield
+                    if self._closed:
+                        return
+                    decoded = self._step(packets)
+                if decoded is None:
+                    break
+                for frame in decoded:
+                    yield frame, _seconds(frame, time_base)
+            with self._lock:
+                if self._closed:
+                    return
+                try:
+                    flushed = list(stream.codec_context.decode(None))
+                except EOFError:
+                    flushed = []
+                except Exception as exc:  # noqa: BLE001
+                    flushed = []
+                    self.stats.bad_packets += 1
+                    self.stats.first_error = self.stats.first_error or f"flush: {_describe(exc)}"
+            for frame in flushed:
+                yield frame, _seconds(frame, time_base)
+        finally:
+            with self._lock:
+                packets.close()  # PyAV's demux generator frees only its own buffers here
+
+    def _step(self, packets: Iterator[Any]) -> list[Any] | None:
+        """Demux and decode one packet (frames, possibly none); None at the end of the stream."""
         while True:
             try:
                 packet = next(packets)
             except StopIteration:
-                break
+                return None
             except Exception as exc:  # noqa: BLE001 - a demux error ends the stream
                 self.stats.demux_error = _describe(exc)
                 self.stats.first_error = self.stats.first_error or f"demux: {self.stats.demux_error}"
                 logger.info("%s: demux stopped after %d packets: %s", self.url, self.stats.packets,
                             self.stats.demux_error)
-                break
+                return None
             if packet.size == 0 and packet.dts is None:
-                continue  # the flush packet PyAV yields at EOF; we flush explicitly below
+                continue  # the flush packet PyAV yields at EOF; we flush explicitly after
             self.stats.packets += 1
             try:
-                decoded = packet.decode()
+                return list(packet.decode())
             except Exception as exc:  # noqa: BLE001 - skip the packet, keep decoding
                 self.stats.bad_packets += 1
                 self.stats.first_error = self.stats.first_error or f"decode: {_describe(exc)}"
-                continue
-            for frame in decoded:
-                yield frame, _seconds(frame, time_base)
-        try:
-            for frame in stream.codec_context.decode(None):
-                yield frame, _seconds(frame, time_base)
-        except EOFError:
-            pass
-        except Exception as exc:  # noqa: BLE001
-            self.stats.bad_packets += 1
-            self.stats.first_error = self.stats.first_error or f"flush: {_describe(exc)}"
+                return []
 
     def _to_rgb(self, frame: Any) -> np.ndarray:
         stats = self.stats
@@ -273,11 +323,22 @@ class StreamingDecoder:
             rgb = np.ascontiguousarray(np.rot90(rgb, k=stats.rotation // 90))
         return rgb
 
-    def batches(self) -> Iterator[FrameBatch]:
-        """Batches of up to ``batch_size`` displayed RGB frames, in decode order. An unexpected
-        error while decoding or converting ends the stream and is recorded like a demux error."""
+    def batches(self, prefetch: int = 0) -> Iterator[FrameBatch]:
+        """Batches of up to ``batch_size`` displayed RGB frames, in decode order, decoded
+        ``prefetch`` batches ahead on a background thread when ``prefetch`` > 0. An unexpected
+        error while decoding or converting ends the stream and is recorded like a demux error.
+        The decoder owns what it returns: :meth:`close` stops it."""
         if self._container is None:
             raise RuntimeError("use StreamingDecoder as a context manager")
+        iterator = self._guarded_batches()
+        self._iterators.append(iterator)
+        if prefetch <= 0:
+            return iterator
+        fetcher = Prefetcher(iterator, prefetch)
+        self._prefetchers.append(fetcher)
+        return fetcher
+
+    def _guarded_batches(self) -> Iterator[FrameBatch]:
         try:
             yield from self._batches()
         except Exception as exc:  # noqa: BLE001 - keep the frames we have, record why we stopped
@@ -332,52 +393,3 @@ def classify_decode(stats: DecodeStats, info: StreamInfo | None) -> tuple[str, s
         return ("partial", CORRUPT,
                 f"{stats.errors} packet(s) failed to decode; first error: {stats.first_error}")
     return "ok", None, None
-
-
-T = TypeVar("T")
-
-
-def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
-    """Iterate ``items`` in a background thread, ``depth`` items ahead (bounded memory).
-
-    Decoding (PyAV) and inference (PyTorch) both release the GIL, so the next batch decodes while
-    the model runs. Exceptions of the producer are re-raised in the consumer; closing the consumer
-    early stops the producer.
-    """
-    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put(("error", exc))
-
-    thread = threading.Thread(target=produce, name="decode-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "item":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
-    finally:
-        stop.set()
-        while thread.is_alive():  # drain so a blocked producer can finish
-            try:
-                q.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        thread.join()

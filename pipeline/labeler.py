@@ -18,7 +18,7 @@ import numpy as np
 from daq_model.config import DAQConfig
 from daq_model.outputs import VideoInfo, VideoResult
 from pipeline import decode
-from pipeline.decode import DecodeStats, StreamInfo, StreamingDecoder, VideoError, classify_decode, prefetch
+from pipeline.decode import DecodeStats, StreamInfo, StreamingDecoder, VideoError, classify_decode
 from pipeline.inputs import BAD_INPUT_LINE, VideoRef
 from pipeline.tables import (
     EMPTY_HEALTH,
@@ -126,10 +126,9 @@ def label_video(ref: VideoRef, predictor: Any, cfg: DAQConfig, provenance: Prove
     next_progress = settings.progress_every_frames
     try:
         try:
-            batches = decoder.batches()
-            if settings.prefetch_batches > 0:
-                batches = prefetch(batches, settings.prefetch_batches)
-            for batch in batches:
+            # the decoder owns the prefetch thread: close() below stops and joins it before
+            # the container is freed, whatever ends this block (model error, interrupt, ...)
+            for batch in decoder.batches(prefetch=settings.prefetch_batches):
                 if session is None:
                     h, w = int(batch.frames.shape[1]), int(batch.frames.shape[2])
                     # offline models' masks come from the refiner: skip per-frame track masks
