@@ -91,3 +91,25 @@ def test_pandas_is_optional(labelled_output, monkeypatch):
     monkeypatch.setitem(sys.modules, "duckdb", None)
     with pytest.raises(ImportError, match="pip install duckdb"):
         out.duckdb("videos")
+
+
+def test_readme_python_api_example_runs(labelled_output, tmp_path, monkeypatch, capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Python API"):]
+    snippet = re.search(r"```python\n(.*?)\n```", section, flags=re.S).group(1)
+    assert "open_output(\"out/samples\")" in snippet
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "samples").symlink_to(labelled_output)
+    monkeypatch.chdir(tmp_path)
+    pytest.importorskip("pandas")  # the example's last line; pandas comes with the test extra
+    namespace: dict = {}
+    exec(compile(snippet, "README.md (Python API)", "exec"), namespace)
+    printed = capsys.readouterr().out
+    out = open_output(str(labelled_output))
+    best = max(out.track_summary().to_pylist(), key=lambda r: r["score"])
+    assert namespace["mask"].sum() > 0 and namespace["best"]["track_id"] == best["track_id"]
+    assert f"{best['category_name']} {out.frame_size(best['video_id'])}" in printed
+    assert len(namespace["df"]) == out.track_summary().num_rows
