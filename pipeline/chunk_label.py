@@ -141,11 +141,11 @@ def label_chunk(task: ChunkTask, predictor: Any, cfg: DAQConfig, provenance_key:
     out.info = decoder.info
     stream = TrackStream(encode_masks=not cfg.offline)
     session = None
+    batches: Iterator[tuple[np.ndarray, list[float]]] = chunk_batches(decoder, chunk)
+    if prefetch_batches > 0:
+        batches = prefetch(batches, prefetch_batches)
     try:
         try:
-            batches: Iterator[tuple[np.ndarray, list[float]]] = chunk_batches(decoder, chunk)
-            if prefetch_batches > 0:
-                batches = prefetch(batches, prefetch_batches)
             for frames, times in batches:
                 if session is None:
                     out.size = (int(frames.shape[1]), int(frames.shape[2]))
@@ -162,6 +162,9 @@ def label_chunk(task: ChunkTask, predictor: Any, cfg: DAQConfig, provenance_key:
                 stream.add_all(session.flush())
                 out.model_seconds += time.perf_counter() - clock
         finally:
+            close = getattr(batches, "close", None)
+            if close is not None:  # stop the prefetch thread before the decoder goes
+                close()
             decoder.close()
             out.stats = decoder.stats
         if session is None:

@@ -277,3 +277,16 @@ def test_cli_refuses_a_chunk_length_below_three_overlaps(tmp_path: Path, caplog)
         rc = cli_main(["label", str(tmp_path), str(tmp_path / "out"), "--chunk-frames", "20",
                        "--chunk-overlap", "8"])
     assert rc == 2 and "at least 3 x overlap" in caplog.text
+
+
+def test_a_chunk_of_a_bad_or_shorter_video_says_why(tmp_path: Path) -> None:
+    from pipeline.chunking import Chunk
+
+    cfg = resolve_model(None, None).config
+    missing = label_chunk(ChunkTask(make_ref(str(tmp_path / "gone.mp4")), Chunk(1, 3, 30, 60, 35, 55, False)),
+                          None, cfg, "key")
+    assert missing.failed and missing.error_kind == "unreadable" and missing.tracks.num_rows == 0
+    one = Path(__file__).parent / "data" / "videos_edge" / "one_frame.mp4"
+    beyond = label_chunk(ChunkTask(make_ref(str(one)), Chunk(2, 3, 40, 70, 45, 70, True)), None, cfg, "key")
+    assert beyond.error_kind == "no_frames_decoded" and "chunk 3/3" in beyond.error_message
+    assert beyond.stats.frames == 1  # the stream was decoded to its end
