@@ -224,7 +224,7 @@ def test_chunks_past_the_end_of_a_shorter_video_are_dropped(provenance) -> None:
 
 
 @pytest.mark.slow
-def test_label_job_fans_long_videos_out_in_chunks(tmp_path: Path) -> None:
+def test_label_job_fans_long_videos_out_in_chunks(tmp_path: Path, capsys) -> None:
     import apache_beam as beam
     from apache_beam.metrics.metric import MetricsFilter
 
@@ -268,6 +268,15 @@ def test_label_job_fans_long_videos_out_in_chunks(tmp_path: Path) -> None:
     assert long_rows and len(long_rows) == len(set(long_rows))
     assert max(f for _, f in long_rows) >= FRAMES - 10 and min(f for _, f in long_rows) < 10
     print(f"job: {counters}; long video {videos['long.mp4']['num_tracks']} tracks")
+    # the command line takes the same options; a rerun finds both videos done (resume)
+    from jobs.cli import main as cli_main
+
+    before = sorted(p.name for p in (out / "tracks").iterdir())
+    assert cli_main(["label", str(corpus), str(out), "--chunk-frames", str(LENGTH), "--chunk-overlap",
+                     str(OVERLAP), "--workers", "1", "--torch-threads", "1", "--device", "cpu"]) == 0
+    line = capsys.readouterr().out
+    assert "0 video(s) labelled" in line and "2 already done" in line, line
+    assert sorted(p.name for p in (out / "tracks").iterdir()) == before
 
 
 def test_cli_refuses_a_chunk_length_below_three_overlaps(tmp_path: Path, caplog) -> None:
