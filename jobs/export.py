@@ -15,7 +15,8 @@ EPILOG = """\
 Formats (see daq_label/exports/__init__.py): ytvis (YouTube-VIS dataset.json + results.json),
 mots-txt and mots-png (MOTSChallenge / KITTI-MOTS; overlapping masks resolved: the
 higher-scoring track keeps the pixel), cvat-images (CVAT for images 1.1, mask RLE + track id),
-cvat-video (CVAT for video 1.1, polygon tracks), label-studio (video boxes and per-frame brush
+cvat-video (CVAT for video 1.1, polygon tracks: one
+polygon per mask part, the parts' tracks grouped), label-studio (video boxes and per-frame brush
 masks, with their labelling configs).
 
 Frames are referred to as <video_id>/<frame_index:06d>.jpg.

@@ -5,11 +5,13 @@
   track with a mask there (CVAT's mask RLE: run lengths over the mask's box, row by row, starting
   with a background run; ``left``/``top``/``width``/``height`` the box) carrying the attributes
   ``track_id`` (daq-label's, unique within a video) and ``score``;
-* ``cvat-video``: ``<video_id>.xml`` per video (CVAT for video 1.1, one task per video): a
-  ``<track id=track_id label>`` per track with a ``<polygon>`` keyframe on every frame with a mask
-  (CVAT has no mask tracks; the polygon outlines the mask's largest part, see
-  :mod:`daq_label.exports.polygons`) and an ``outside="1"`` keyframe on the first frame of every
-  absence.
+* ``cvat-video``: ``<video_id>.xml`` per video (CVAT for video 1.1, one task per video). CVAT
+  has no mask tracks and one shape per track and frame, so a mask becomes one polygon per
+  4-connected part (:mod:`daq_label.exports.polygons`; holes filled): ``<track id=track_id>``
+  holds each frame's largest part, the n-th largest parts form further tracks (ids after the
+  largest track id), and every track of one daq-label track shares ``group_id`` = track_id + 1.
+  A ``<polygon>`` keyframe on every frame with a mask, an ``outside="1"`` keyframe on the first
+  frame of every absence.
 
 Frame images are named ``images/<video_id>/<frame>.jpg`` when exported with ``--with-frames``.
 """
@@ -22,7 +24,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from daq_label.exports import Destination, ExportOptions, ExportResult, frame_file_name
-from daq_label.exports.polygons import PolygonStats, mask_polygon
+from daq_label.exports.polygons import PolygonStats, mask_polygons
 from daq_label.filters import Selection
 
 logger = logging.getLogger(__name__)
@@ -114,25 +116,29 @@ def _export_video(selection: Selection, dest: Destination, categories: list[str]
         root = ET.Element("annotations")
         ET.SubElement(root, "version").text = VERSION
         _meta(root, vid, frames, "interpolation", categories, (int(row["height"]), int(row["width"])))
-        shapes: dict[int, list[tuple[int, list[float]]]] = {}
+        # (track, part rank) -> [(frame, points)]: part 0 is each frame's largest part
+        shapes: dict[tuple[int, int], list[tuple[int, list[float]]]] = {}
         labels: dict[int, tuple[str, float]] = {}
         for frame in selection.output.iter_frames(vid, selection.track_ids(vid)):
             for track, name, score, mask in zip(frame.track_ids.tolist(), frame.category_names,
                                                 frame.scores.tolist(), frame.masks):
-                points = mask_polygon(mask, stats)
-                if points is not None:
-                    shapes.setdefault(track, []).append((frame.frame_index, points))
-                    labels[track] = (name, float(score))
-        for track in sorted(shapes):
+                for rank, points in enumerate(mask_polygons(mask, stats)):
+                    shapes.setdefault((track, rank), []).append((frame.frame_index, points))
+                labels[track] = (name, float(score))
+                masks += 1
+        next_id = max((t for t, _ in shapes), default=-1) + 1
+        for track, rank in sorted(shapes, key=lambda key: (key[1], key[0])):
             name, score = labels[track]
-            node = ET.SubElement(root, "track", {"id": str(track), "label": name, "source": "auto"})
-            keyframes = shapes[track]
+            cvat_id = track if rank == 0 else next_id
+            next_id += rank != 0
+            node = ET.SubElement(root, "track", {"id": str(cvat_id), "label": name, "source": "auto",
+                                                 "group_id": str(track + 1)})
+            keyframes = shapes[track, rank]
             for i, (f, points) in enumerate(keyframes):
                 _polygon(node, f, points, False, score)
                 following = keyframes[i + 1][0] if i + 1 < len(keyframes) else None
                 if following != f + 1 and f + 1 < frames:  # absent from the next frame on
                     _polygon(node, f + 1, points, True, score)
-            masks += len(keyframes)
         dest.write_text(f"{vid}.xml", _xml(root))
     return masks
 
@@ -146,9 +152,7 @@ def export(selection: Selection, dest: Destination, format_name: str = "cvat-ima
         return ExportResult(format_name, dest.url, list(dest.written), videos, tracks, masks)
     stats = PolygonStats()
     masks = _export_video(selection, dest, categories, stats)
-    if stats.pixels_other_parts or stats.pixels_holes_filled:
-        logger.info("polygons: %d pixel(s) of smaller mask parts left out, %d hole pixel(s) filled",
-                    stats.pixels_other_parts, stats.pixels_holes_filled)
+    if stats.pixels_holes_filled:
+        logger.info("polygons: %d hole pixel(s) filled (CVAT polygons have no holes)", stats.pixels_holes_filled)
     return ExportResult(format_name, dest.url, list(dest.written), len(selection.video_rows()), tracks, masks,
-                        {"pixels_other_parts": stats.pixels_other_parts,
-                         "pixels_holes_filled": stats.pixels_holes_filled})
+                        {"polygons": stats.parts, "pixels_holes_filled": stats.pixels_holes_filled})

@@ -1,10 +1,9 @@
 """Polygons from binary masks, for formats without mask tracks (CVAT for video).
 
-:func:`mask_polygon` traces the outline of the mask's largest 4-connected part along pixel
-edges (vertices on pixel corners, so the polygon encloses exactly that part's pixels, holes
-filled), then drops the vertices in the middle of straight runs. One polygon per mask is what a
-CVAT track holds per frame: the other parts and the holes are lost, and
-:class:`PolygonStats` counts those pixels.
+:func:`mask_polygons` traces the outline of each 4-connected part of a mask along pixel edges
+(vertices on pixel corners, so each polygon encloses exactly its part's pixels with the holes
+filled), largest part first, and drops the vertices in the middle of straight runs. Holes are
+lost (a CVAT polygon has none): :class:`PolygonStats` counts the pixels filled.
 """
 
 from __future__ import annotations
@@ -20,8 +19,8 @@ _FOUR = ndimage.generate_binary_structure(2, 1)
 @dataclass
 class PolygonStats:
     masks: int = 0
-    pixels_other_parts: int = 0   # pixels of the smaller parts of split masks (not in the polygon)
-    pixels_holes_filled: int = 0  # pixels inside the polygon that the mask does not have
+    parts: int = 0                # polygons written (a mask in several parts gives several)
+    pixels_holes_filled: int = 0  # pixels inside the polygons that the mask does not have
 
 
 def _boundary_loops(part: np.ndarray) -> list[list[tuple[int, int]]]:
@@ -79,18 +78,24 @@ def _drop_straight(loop: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def mask_polygon(mask: np.ndarray, stats: PolygonStats | None = None) -> list[float] | None:
-    """Flat [x0, y0, x1, y1, ...] outline of the mask's largest part (None for an empty mask)."""
+def _outline(part: np.ndarray) -> list[float]:
+    outer = max(_boundary_loops(part), key=_signed_area)
+    return [float(v) for point in _drop_straight(outer) for v in point]
+
+
+def mask_polygons(mask: np.ndarray, stats: PolygonStats | None = None) -> list[list[float]]:
+    """Flat [x0, y0, x1, y1, ...] outlines of the mask's parts, largest first ([] if empty)."""
     labels, count = ndimage.label(mask, structure=_FOUR)
     if count == 0:
-        return None
+        return []
     sizes = np.bincount(labels.ravel())[1:]
-    biggest = int(np.argmax(sizes)) + 1
-    part = ndimage.binary_fill_holes(labels == biggest, structure=_FOUR)
-    loops = _boundary_loops(part)
-    outer = max(loops, key=_signed_area)
+    outlines = []
+    for index in np.argsort(-sizes, kind="stable"):
+        part = ndimage.binary_fill_holes(labels == index + 1, structure=_FOUR)
+        if stats is not None:
+            stats.pixels_holes_filled += int(part.sum() - sizes[index])
+        outlines.append(_outline(part))
     if stats is not None:
         stats.masks += 1
-        stats.pixels_other_parts += int(sizes.sum() - sizes[biggest - 1])
-        stats.pixels_holes_filled += int(part.sum() - sizes[biggest - 1])
-    return [float(v) for point in _drop_straight(outer) for v in point]
+        stats.parts += count
+    return outlines
