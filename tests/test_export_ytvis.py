@@ -28,6 +28,8 @@ def test_dataset_and_results_read_back_with_identical_masks(labelled_output, exp
     predictions = read_predictions(exported / "results.json", dataset)
     summary = out.track_summary().to_pylist()
     assert len(dataset.annotations) == len(predictions) == len(summary)
+    statuses = out.videos()["status"].to_pylist()
+    assert "failed" in statuses and len(dataset.videos) == len(statuses) - statuses.count("failed")
     assert [c.name for c in dataset.categories] == out.provenance()["config"]["class_names"]
     rows = {(r["video_id"], r["track_id"], r["frame_index"]): r for r in out.tracks().to_pylist()}
     seen = 0
