@@ -62,3 +62,16 @@ def test_unknown_names_are_refused(labelled_output, tmp_path, caplog):
         assert cli_main(["export", str(labelled_output), str(tmp_path / "x"), "--format", "ytvis", *extra]) == 2
     assert cli_main(["export", str(tmp_path), str(tmp_path / "x"), "--format", "ytvis"]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_export_to_an_fsspec_url(labelled_output):
+    import json
+
+    import fsspec
+
+    assert cli_main(["export", str(labelled_output), "memory://exports/ytvis", "--format", "ytvis",
+                     "--min-score", "0.5"]) == 0
+    fs = fsspec.filesystem("memory")
+    results = json.loads(fs.cat("/exports/ytvis/results.json"))
+    assert results and min(r["score"] for r in results) >= 0.5
+    fs.rm("/exports", recursive=True)
