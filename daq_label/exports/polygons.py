@@ -89,12 +89,17 @@ def mask_polygons(mask: np.ndarray, stats: PolygonStats | None = None) -> list[l
     if count == 0:
         return []
     sizes = np.bincount(labels.ravel())[1:]
+    boxes = ndimage.find_objects(labels)
     outlines = []
     for index in np.argsort(-sizes, kind="stable"):
-        part = ndimage.binary_fill_holes(labels == index + 1, structure=_FOUR)
+        rows, cols = boxes[index]  # trace within the part's box, then shift to frame coordinates
+        part = ndimage.binary_fill_holes(labels[rows, cols] == index + 1, structure=_FOUR)
         if stats is not None:
             stats.pixels_holes_filled += int(part.sum() - sizes[index])
-        outlines.append(_outline(part))
+        outline = _outline(part)
+        outline[0::2] = [x + cols.start for x in outline[0::2]]
+        outline[1::2] = [y + rows.start for y in outline[1::2]]
+        outlines.append(outline)
     if stats is not None:
         stats.masks += 1
         stats.parts += count
