@@ -106,3 +106,13 @@ def test_cvat_video_polygon_tracks_imported_by_datumaro(labelled_output, tmp_pat
             shapes += 1
             polygons += len(parts)
     assert shapes == len(rows) and polygons > shapes  # the fixture's masks do come in parts
+
+
+def test_polygons_rasterise_to_the_filled_parts():
+    rng = np.random.default_rng(1)
+    for k in range(60):
+        mask = ndimage.binary_opening(rng.random((40, 50)) > 0.45) if k % 2 else rng.random((30, 30)) > 0.3
+        polygons = mask_polygons(mask)
+        raster = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, *mask.shape))).astype(bool)
+        assert np.array_equal(raster, _filled_parts(mask))
+    assert mask_polygons(np.zeros((4, 4), bool)) == []
