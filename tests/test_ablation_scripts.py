@@ -1,6 +1,6 @@
-"""scripts/ablation_seed.sh end to end at two iterations per stage: the shipped segmenter under a
+"""research/ablation_seed.sh end to end at two iterations per stage: the shipped segmenter under a
 new seed, tracker and refiner trained, both modes predicted and scored, and the seed table of
-scripts/ablation_table.py reads the run back (the README's seed table comes from such runs)."""
+research/ablation_table.py reads the run back (the README's seed table comes from such runs)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_ablation_seed_script_trains_and_scores_a_seeded_run(tmp_path: Path) -> 
                         "--videos", "2"], check=True, capture_output=True)
     env = dict(os.environ, D=daq_label, PY=sys.executable, TRAIN=str(tmp_path / "train"),
                HELDOUT=str(tmp_path / "held"), TRAIN_FLAGS="--iters 2")
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "ablation_seed.sh"), "b", "7", str(tmp_path / "out")],
+    done = subprocess.run(["bash", str(ROOT / "research" / "ablation_seed.sh"), "b", "7", str(tmp_path / "out")],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -52,14 +52,14 @@ def test_ablation_seed_script_trains_and_scores_a_seeded_run(tmp_path: Path) -> 
 
 
 def test_ablation_seed_script_rejects_an_unknown_variant(tmp_path: Path) -> None:
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "ablation_seed.sh"), "x", "7", str(tmp_path)],
+    done = subprocess.run(["bash", str(ROOT / "research" / "ablation_seed.sh"), "x", "7", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and "unknown variant x" in done.stderr
     assert not any(tmp_path.iterdir())
 
 
 def _run_segmenter_from_shipped(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "segmenter_from_shipped.py"), *args],
+    return subprocess.run([sys.executable, str(ROOT / "research" / "segmenter_from_shipped.py"), *args],
                           cwd=ROOT, capture_output=True, text=True)
 
 

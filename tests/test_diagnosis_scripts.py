@@ -1,11 +1,11 @@
-"""scripts/id_switch_causes.py: every id change of an object is classified by hand-made frames."""
+"""research/id_switch_causes.py: every id change of an object is classified by hand-made frames."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from daq_model.outputs import FrameTracks
-from scripts.id_switch_causes import classify
+from research.id_switch_causes import classify
 
 
 def _box(x0: int, x1: int) -> np.ndarray:
@@ -45,7 +45,7 @@ def test_classify_names_what_happened_to_the_old_track_and_where_the_new_one_cam
 
 def test_ap_error_breakdown_kinds_and_fixes() -> None:
     from daq_eval.ytvis_format import encode_mask, parse_dataset, parse_predictions
-    from scripts.ap_error_breakdown import classify, fixed_predictions, localization_split
+    from research.ap_error_breakdown import classify, fixed_predictions, localization_split
 
     def seg(x0: int, x1: int, present: bool = True):
         return encode_mask(_box(x0, x1)) if present else None
@@ -84,7 +84,7 @@ def test_ap_error_breakdown_kinds_and_fixes() -> None:
 
 def test_merge_track_fragments_links_tracks_that_follow_one_object_in_turn() -> None:
     from daq_eval.ytvis_format import encode_mask, parse_dataset, parse_predictions
-    from scripts.merge_track_fragments import merge
+    from research.merge_track_fragments import merge
 
     obj = encode_mask(_box(0, 4))
     near = encode_mask(_box(0, 3))  # IoU 0.75 with obj
@@ -108,7 +108,7 @@ def test_merge_track_fragments_links_tracks_that_follow_one_object_in_turn() -> 
 def test_missed_objects_kinds_by_hand() -> None:
     """One hand-made 8-frame video per kind of miss; the found objects are not listed."""
     from daq_eval.ytvis_format import encode_mask, parse_dataset, parse_predictions
-    from scripts.missed_objects import best_video_iou, classify_missed, hops
+    from research.missed_objects import best_video_iou, classify_missed, hops
 
     left, right, middle = encode_mask(_box(0, 2)), encode_mask(_box(5, 8)), encode_mask(_box(3, 4))
 
@@ -149,7 +149,7 @@ def test_minvis_baseline_follows_each_query_by_its_embedding() -> None:
     import torch
 
     from daq_model.offline import MinVISLinker
-    from scripts.minvis_baseline import linked_masks
+    from research.minvis_baseline import linked_masks
 
     left, right = _box(0, 4), _box(4, 8)
     a, b = torch.tensor([1.0, 0.0, 0.2]), torch.tensor([0.0, 1.0, 0.2])
@@ -174,7 +174,7 @@ def test_minvis_baseline_follows_each_query_by_its_embedding() -> None:
 
 
 def test_mask_resolution_ceiling_keeps_large_shapes_and_loses_thin_ones() -> None:
-    from scripts.mask_resolution_ceiling import perfect_model_ap, video_iou
+    from research.mask_resolution_ceiling import perfect_model_ap, video_iou
 
     block = np.zeros((32, 32), bool)
     block[8:24, 8:24] = True  # 16 px: 4 cells of the 1/4 grid at test size 32

@@ -14,7 +14,7 @@ from daq_model.presets import PRESET_NAMES
 from jobs.cli import COMMANDS, build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-REPO_PATHS = ("samples/", "tests/data/", "scripts/", "daq_model/", "docs/", "benchmarks/")
+REPO_PATHS = ("samples/", "tests/data/", "scripts/", "research/", "daq_model/", "docs/", "benchmarks/")
 
 
 def _help_text(command: str) -> str:

@@ -16,7 +16,7 @@ EMERGING = "emerging_positive_weight"
 
 
 def _ablation_table_module():
-    spec = importlib.util.spec_from_file_location("ablation_table", ROOT / "scripts" / "ablation_table.py")
+    spec = importlib.util.spec_from_file_location("ablation_table", ROOT / "research" / "ablation_table.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

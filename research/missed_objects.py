@@ -12,14 +12,14 @@ the prediction whose mask there has IoU >= 0.5 with it, if any; then the object 
 * ``extra frames``: covered by one prediction in at least 60% of its frames, which still misses
   0.5 video IoU (masks in frames where the object is absent, or poor masks elsewhere).
 
-``--oracle`` takes the prediction file ``scripts/oracle_association.py --out`` writes (the same
+``--oracle`` takes the prediction file ``research/oracle_association.py --out`` writes (the same
 segmenter with perfect association) and splits each kind by whether the segmenter alone could
 give the object: ``segmenter`` (its oracle track has video IoU < 0.5 too) or ``tracker``.
 Last, every hop of every prediction (it covers one object, then, in a later frame, another) is
 counted by whether the second object has the first one's class and whether the first was still
 in view when the prediction moved.
 
-    .venv/bin/python scripts/missed_objects.py PREDICTIONS.json GROUND_TRUTH.json [--oracle ORACLE.json]
+    .venv/bin/python research/missed_objects.py PREDICTIONS.json GROUND_TRUTH.json [--oracle ORACLE.json]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from daq_eval.video_ap import spatiotemporal_iou  # noqa: E402
 from daq_eval.ytvis_format import (Annotation, Dataset, Prediction, is_present, read_dataset,  # noqa: E402
                                   read_predictions)
-from scripts.ap_error_breakdown import _tracks  # noqa: E402
+from research.ap_error_breakdown import _tracks  # noqa: E402
 
 KINDS = ("never covered", "split", "hop", "partial", "extra frames")
 

@@ -15,7 +15,7 @@ reason that applies (mask IoU >= 0.5 with the object's ground-truth mask through
 Also prints the median foreground of the best covering emerging row and of the best covering
 segmenter query, per class of object. Streams through the shipped model by default.
 
-    .venv/bin/python scripts/emergence_diagnosis.py runs/data/synth_dev_ad --videos 50 \\
+    .venv/bin/python research/emergence_diagnosis.py runs/data/synth_dev_ad --videos 50 \\
         [--checkpoint CKPT] [--config PRESET|YAML]
 """
 
@@ -40,8 +40,8 @@ from daq_model.postprocess import masks_to_output  # noqa: E402
 from daq_model.predictor import VideoPredictor  # noqa: E402
 from daq_model.tracker import foreground_score  # noqa: E402
 from pipeline.model_source import resolve_model  # noqa: E402
-from scripts.oracle_association import mask_iou  # noqa: E402
-from scripts.track_coverage import decode  # noqa: E402
+from research.oracle_association import mask_iou  # noqa: E402
+from research.track_coverage import decode  # noqa: E402
 
 REASONS = ("tracked", "segmenter miss", "emerging mask miss", "emerging score low", "suppressed")
 

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Issue #5 ablation: one variant trained again with another seed, on the shipped segmenter.
 #
-#   scripts/ablation_seed.sh VARIANT SEED [OUT_DIR]      (VARIANT a, b or c; OUT_DIR runs/ablation)
+#   research/ablation_seed.sh VARIANT SEED [OUT_DIR]      (VARIANT a, b or c; OUT_DIR runs/ablation)
 #
-# Writes OUT_DIR/<VARIANT>_seed<SEED>/ beside scripts/ablation.sh's OUT_DIR/<VARIANT>/ (the train
-# preset's seed, 42), so `scripts/ablation_table.py OUT_DIR --seeds` averages over both.
+# Writes OUT_DIR/<VARIANT>_seed<SEED>/ beside research/ablation.sh's OUT_DIR/<VARIANT>/ (the train
+# preset's seed, 42), so `research/ablation_table.py OUT_DIR --seeds` averages over both.
 # The seed is the train config's: it sets the random init of the tracker and refiner (the model is
-# built under it by scripts/segmenter_from_shipped.py, which takes the shipped segmenter's weights)
+# built under it by research/segmenter_from_shipped.py, which takes the shipped segmenter's weights)
 # and the data order, clip sampling and EDS draws of both stages. Same data and budget as
-# scripts/ablation.sh; about 80 minutes per run on one thread with two runs side by side.
+# research/ablation.sh; about 80 minutes per run on one thread with two runs side by side.
 set -euo pipefail
 
 V=${1:?variant: a, b or c}
@@ -35,4 +35,4 @@ printf 'train_config:\n  base: small_cpu\n  seed: %s\n' "$SEED" > "$RUN/train_se
 $D train --data "$TRAIN" --stage tracker --out "$RUN" --threads "$THREADS" --set seed="$SEED" $TRAIN_FLAGS $FLAGS
 # shellcheck disable=SC2086
 $D train --data "$TRAIN" --stage refiner --out "$RUN" --threads "$THREADS" --set seed="$SEED" $TRAIN_FLAGS
-D="$D" bash "$(dirname "$0")/evaluate_run.sh" "$RUN" "$HELDOUT" "$THREADS"
+D="$D" bash "$(dirname "$0")/../scripts/evaluate_run.sh" "$RUN" "$HELDOUT" "$THREADS"

@@ -7,7 +7,7 @@ training: the same seeded model construction, with the backbone and segmenter he
 from the shipped checkpoint. ``daq-label train --stage tracker --out RUN`` then continues from it
 exactly as the full run would (up to the random point sampling of the losses).
 
-    .venv/bin/python scripts/segmenter_from_shipped.py runs/exp_x \\
+    .venv/bin/python research/segmenter_from_shipped.py runs/exp_x \\
         [--checkpoint CKPT (default: the shipped model)] [--config small_cpu] \\
         [--model-set tracker.decoder_layers=6 ...]
 

@@ -1,13 +1,13 @@
-"""Print the issue #5 ablation table (markdown) from the metrics files of ``scripts/ablation.sh``.
+"""Print the issue #5 ablation table (markdown) from the metrics files of ``research/ablation.sh``.
 
-    .venv/bin/python scripts/ablation_table.py runs/ablation
+    .venv/bin/python research/ablation_table.py runs/ablation
 
 Reads ``OUT/<variant>/eval/<mode>_<objects>.json`` (``daq-label evaluate --out`` files) for the
 variants a, b, c and the modes online, offline. Columns: AP and AP50 on all objects, AP on the
 objects that appear or disappear, and tracking figures on those objects (ID switches, new objects
 never picked up, mean pick-up latency in frames, re-appearances recovered under the same identity).
 
-Runs of the same variant with other training seeds (``scripts/ablation_seed.sh``) sit beside it
+Runs of the same variant with other training seeds (``research/ablation_seed.sh``) sit beside it
 as ``OUT/<variant>_seed<N>/`` (``OUT/<variant>/`` is the preset's seed, 42). ``--seed N`` prints the
 per-run table of seed N; ``--seeds`` prints, per variant, the mean AP over its seeds with each
 seed's value, on all objects and on the objects that appear or disappear.

@@ -8,7 +8,7 @@ by a track at mask IoU >= 0.5, how many different track ids did the covering, th
 score of the covering track, the share of objects never covered, and the tracks the tracker
 carries per frame. Many ids per object with many tracks per frame means duplicate tracks.
 
-    .venv/bin/python scripts/track_coverage.py runs/data/synth_val --videos 40 \\
+    .venv/bin/python research/track_coverage.py runs/data/synth_val --videos 40 \\
         [--checkpoint runs/shipped/tracker/model.pt]      (default: the shipped model)
 """
 

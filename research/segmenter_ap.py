@@ -5,7 +5,7 @@ one-frame video; the segmenter's top ``max_num`` (query, class) pairs of that fr
 post-processing applied to one frame) are its predictions, scored with daq_eval's video AP, which
 on one-frame videos is COCO-style mask AP with the YouTube-VIS area ranges.
 
-    .venv/bin/python scripts/segmenter_ap.py runs/quick/segmenter/model.pt runs/data/synth_val
+    .venv/bin/python research/segmenter_ap.py runs/quick/segmenter/model.pt runs/data/synth_val
 """
 
 from __future__ import annotations

@@ -9,13 +9,13 @@
 #   (b) + DAQ (dynamic anchor queries), no EDS        daq-label train ... --no-eds
 #   (c) + DAQ + EDS (the shipped recipe)              daq-label train ...
 #
-# Usage: scripts/ablation.sh SEGMENTER_MODEL.pt [OUT_DIR]     (variants: VARIANTS="a b c")
+# Usage: research/ablation.sh SEGMENTER_MODEL.pt [OUT_DIR]     (variants: VARIANTS="a b c")
 # Data (README, "The paper's claim in miniature"):
 #   daq-label synth runs/data/synth_train_ad --preset train_appear_disappear --seed 4
 #   daq-label synth runs/data/synth_heldout --preset heldout_appear_disappear --seed 2
 # The three variants are independent: run them side by side with THREADS=1 on a 2-core machine
 # (measured: (a) and (b) side by side, about 85 minutes with evaluation).
-# scripts/ablation_table.py OUT_DIR prints the README table.
+# research/ablation_table.py OUT_DIR prints the README table.
 set -euo pipefail
 
 SEG=${1:?segmenter checkpoint (RUN/segmenter/model.pt)}
@@ -42,5 +42,5 @@ for v in $VARIANTS; do
   $D train --data "$TRAIN" --stage tracker --out "$run" --init "$SEG" --threads "$THREADS" $TRAIN_FLAGS $(flags_of "$v")
   # shellcheck disable=SC2086
   $D train --data "$TRAIN" --stage refiner --out "$run" --threads "$THREADS" $TRAIN_FLAGS
-  D="$D" bash "$(dirname "$0")/evaluate_run.sh" "$run" "$HELDOUT" "$THREADS"
+  D="$D" bash "$(dirname "$0")/../scripts/evaluate_run.sh" "$run" "$HELDOUT" "$THREADS"
 done

@@ -7,7 +7,7 @@ then to the frame, threshold 0.5), and reports the spatio-temporal IoU with the 
 video AP a perfect model would then get (every object found, ranked first, no false positives:
 the mean over IoU thresholds 0.50:0.05:0.95 of the share of objects at or above each threshold).
 
-    .venv/bin/python scripts/mask_resolution_ceiling.py runs/data/synth_dev_ad --videos 50 \\
+    .venv/bin/python research/mask_resolution_ceiling.py runs/data/synth_dev_ad --videos 50 \\
         [--test-sizes 128 192 256]
 """
 
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daq_eval.ytvis_format import read_dataset  # noqa: E402
-from scripts.oracle_association import decode  # noqa: E402
+from research.oracle_association import decode  # noqa: E402
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 

@@ -13,7 +13,7 @@ the v1 set (``--preset train``: each class also has a colour family) 90 % (80 % 
 200). With ``--silhouette`` the outline-only classes are learned fast too (85 % after 400 steps
 on plain backgrounds): the outline is in the masks, but not yet in the pixels' features.
 
-    .venv/bin/python scripts/class_cue_check.py runs/data/synth_train --iters 1000 [--silhouette]
+    .venv/bin/python research/class_cue_check.py runs/data/synth_train --iters 1000 [--silhouette]
 """
 
 from __future__ import annotations

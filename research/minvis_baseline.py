@@ -9,7 +9,7 @@ and the mean of its logits as video logits; the VIS post-processing (top ``max_n
 class) pairs) and video AP follow as for real predictions. Where the trained tracker scores below
 this, it has learned nothing about identity beyond embedding similarity.
 
-    .venv/bin/python scripts/minvis_baseline.py runs/data/synth_dev_ad --videos 50 \\
+    .venv/bin/python research/minvis_baseline.py runs/data/synth_dev_ad --videos 50 \\
         [--checkpoint CKPT (default: the shipped model)] [--config PRESET|YAML] [--out PRED.json]
 
 ``--out`` writes the predictions (e.g. for ``merge_track_fragments.py`` and ``daq-label evaluate``).
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daq_eval.ytvis_format import Dataset, Prediction  # noqa: E402
 from daq_model.offline import MinVISLink, MinVISLinker  # noqa: E402
-from scripts.oracle_association import (add_top_predictions, prepare, report,  # noqa: E402
+from research.oracle_association import (add_top_predictions, prepare, report,  # noqa: E402
                                         script_arguments, segment_frame)
 
 

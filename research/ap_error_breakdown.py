@@ -18,7 +18,7 @@ localization errors given the object's own masks (removed where it is taken); th
 file's AP says what each kind costs. Fixing localization is the upper bound of a perfect
 association of the same detections.
 
-    .venv/bin/python scripts/ap_error_breakdown.py PREDICTIONS.json GROUND_TRUTH.json
+    .venv/bin/python research/ap_error_breakdown.py PREDICTIONS.json GROUND_TRUTH.json
 """
 
 from __future__ import annotations

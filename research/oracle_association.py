@@ -10,7 +10,7 @@ class) pairs by softmax score) and daq_eval's video AP follow as for real predic
 is an upper bound for any tracker on this segmenter, up to what a tracker could repair (masks,
 classes) that the segmenter got wrong.
 
-    .venv/bin/python scripts/oracle_association.py runs/data/synth_heldout --videos 30 \\
+    .venv/bin/python research/oracle_association.py runs/data/synth_heldout --videos 30 \\
         [--checkpoint CKPT (default: the shipped model)] [--config PRESET|YAML] [--out ORACLE.json]
 """
 

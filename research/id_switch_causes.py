@@ -1,7 +1,7 @@
 """Why an object changes track id in the online tracker (issue #5 tool).
 
 Streams the first ``--videos`` videos of a YouTube-VIS-format set through a checkpoint's online
-tracker and follows every ground-truth object as ``scripts/track_coverage.py`` does (in each frame
+tracker and follows every ground-truth object as ``research/track_coverage.py`` does (in each frame
 where it is visible, the track entry whose mask overlaps it best, if IoU >= 0.5). Whenever the
 covering track id changes from A to B, it records what happened to A in that frame and where B
 came from:
@@ -13,7 +13,7 @@ came from:
   emerging query) or ``old`` (it existed before: a swap from another object or a returning
   duplicate).
 
-    .venv/bin/python scripts/id_switch_causes.py runs/data/synth_dev_ad --videos 50 \\
+    .venv/bin/python research/id_switch_causes.py runs/data/synth_dev_ad --videos 50 \\
         [--checkpoint runs/x/tracker/model.pt]      (default: the shipped model)
 """
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daq_eval.ytvis_format import read_dataset  # noqa: E402
 from daq_model.outputs import VideoInfo  # noqa: E402
-from scripts.track_coverage import decode, online_predictor, parse_follow_arguments  # noqa: E402
+from research.track_coverage import decode, online_predictor, parse_follow_arguments  # noqa: E402
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -5,7 +5,7 @@ Same-class predictions of a video that follow one object in turn are merged into
 ``test.merge_fragments_iou`` (``docs/results/fragment_merge/``). For scoring a prediction file
 made without it, or trying other thresholds without running the model again.
 
-    .venv/bin/python scripts/merge_track_fragments.py PREDICTIONS.json GROUND_TRUTH.json --out MERGED.json \\
+    .venv/bin/python research/merge_track_fragments.py PREDICTIONS.json GROUND_TRUTH.json --out MERGED.json \\
         [--iou 0.5] [--min-agree 0.5]
 """
 
