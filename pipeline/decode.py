@@ -17,8 +17,8 @@
 * The decoder keeps PyAV's default (slice) threading: frame threading drops the last frames before
   a damaged packet (2 of 68 on the truncated edge-case file).
 
-Frames expected: the stream's header frame count when the container has one, else
-``round(duration x fps)``. :func:`classify_decode` turns the counts into ok / partial.
+Frames expected (what a player shows: edit lists, header count, packets read, duration x rate)
+and the ok / partial / failed classification are in :mod:`pipeline.decode_report`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,20 @@ from typing import Any, Iterator
 import av
 import numpy as np
 
+from pipeline.decode_report import (  # noqa: F401 - re-exported: decode.X is the public name
+    CORRUPT,
+    EMPTY_FILE,
+    MODEL_ERROR,
+    NO_FRAMES,
+    NO_VIDEO_STREAM,
+    NOT_A_VIDEO,
+    TRUNCATED,
+    UNREADABLE,
+    UNSUPPORTED_CODEC,
+    DecodeStats,
+    StreamInfo,
+    classify_decode,
+)
 from pipeline.prefetch import Prefetcher, prefetch
 from pipeline.storage import is_local, url_to_fs
 
@@ -40,17 +54,6 @@ __all__ = ["StreamingDecoder", "StreamInfo", "DecodeStats", "FrameBatch", "Video
            "classify_decode", "prefetch", "Prefetcher"]
 
 logger = logging.getLogger(__name__)
-
-# error kinds (videos.error_type)
-EMPTY_FILE = "empty_file"
-UNREADABLE = "unreadable"
-NOT_A_VIDEO = "not_a_video"
-NO_VIDEO_STREAM = "no_video_stream"
-UNSUPPORTED_CODEC = "unsupported_codec"
-NO_FRAMES = "no_frames_decoded"
-TRUNCATED = "truncated"
-CORRUPT = "corrupt_packets"
-MODEL_ERROR = "model_error"
 
 #: fsspec read-ahead block for remote files (PyAV reads sequentially after the header).
 REMOTE_BLOCK_SIZE = 8 * 1024 * 1024
@@ -62,56 +65,6 @@ class VideoError(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
-
-
-@dataclass
-class StreamInfo:
-    """What the container says about the first video stream (before decoding)."""
-
-    container_format: str
-    codec: str
-    coded_width: int
-    coded_height: int
-    fps: float | None
-    duration_s: float | None
-    frames_header: int | None
-    file_bytes: int | None
-
-    @property
-    def frames_expected(self) -> int | None:
-        if self.frames_header:
-            return self.frames_header
-        if self.duration_s and self.fps:
-            return int(round(self.duration_s * self.fps))
-        return None
-
-    @property
-    def frames_expected_source(self) -> str | None:
-        if self.frames_header:
-            return "header"
-        return "duration" if self.frames_expected is not None else None
-
-
-@dataclass
-class DecodeStats:
-    """Counts gathered while decoding; complete once the batch iterator is exhausted."""
-
-    frames: int = 0
-    packets: int = 0
-    bad_packets: int = 0
-    demux_error: str | None = None
-    first_error: str | None = None
-    rotation: int = 0
-    width: int | None = None  # displayed size of the frames yielded
-    height: int | None = None
-    coded_width: int | None = None  # size of the first decoded frame before rotation
-    coded_height: int | None = None
-    resized_frames: int = 0  # frames whose coded size differed from the first frame's
-    seconds: float = 0.0
-
-    @property
-    def errors(self) -> int:
-        return self.bad_packets + (1 if self.demux_error else 0)
 
 
 @dataclass
@@ -154,6 +107,7 @@ class StreamingDecoder:
         self._closed = False
         self._prefetchers: list[Prefetcher] = []
         self._iterators: list[Iterator[FrameBatch]] = []
+        self._read_to_end = False  # the demuxer reached the end of the stream (not closed early)
 
     # ------------------------------------------------------------------ open / close
 
@@ -229,11 +183,15 @@ class StreamingDecoder:
                                                 f"({_describe(exc)})") from exc
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else None
-        duration = None
+        duration = start = None
         if stream.duration and stream.time_base:
             duration = float(stream.duration * stream.time_base)
+            if stream.start_time is not None:
+                start = float(stream.start_time * stream.time_base)
         elif self._container.duration:
             duration = self._container.duration / av.time_base
+            if self._container.start_time is not None:
+                start = self._container.start_time / av.time_base
         self.info = StreamInfo(
             container_format=self._container.format.name,
             codec=codec,
@@ -243,6 +201,7 @@ class StreamingDecoder:
             duration_s=duration if duration and duration > 0 else None,
             frames_header=int(stream.frames) if stream.frames else None,
             file_bytes=int(size) if size is not None else None,
+            start_s=start if start is not None and math.isfinite(start) else None,
         )
 
     # ------------------------------------------------------------------ decode
@@ -276,6 +235,7 @@ class StreamingDecoder:
                     flushed = []
                     self.stats.bad_packets += 1
                     self.stats.first_error = self.stats.first_error or f"flush: {_describe(exc)}"
+            self._read_to_end = True
             for frame in flushed:
                 yield frame, _seconds(frame, time_base)
         finally:
@@ -298,6 +258,8 @@ class StreamingDecoder:
             if packet.size == 0 and packet.dts is None:
                 continue  # the flush packet PyAV yields at EOF; we flush explicitly after
             self.stats.packets += 1
+            if packet.is_discard:  # outside the edit list: a reference for the frames shown
+                self.stats.discarded_packets += 1
             try:
                 return list(packet.decode())
             except Exception as exc:  # noqa: BLE001 - skip the packet, keep decoding
@@ -346,6 +308,16 @@ class StreamingDecoder:
             self.stats.first_error = self.stats.first_error or f"decode: {self.stats.demux_error}"
             logger.warning("%s: decoding stopped after %d frames: %s", self.url, self.stats.frames,
                            self.stats.demux_error)
+        self._account()
+
+    def _account(self) -> None:
+        """Tell the stream info what the demuxer found (see :mod:`pipeline.decode_report`)."""
+        info, stats = self.info, self.stats
+        if info is None:
+            return
+        info.frames_discarded = stats.discarded_packets
+        if self._read_to_end and not stats.demux_error and info.reached_end(stats.last_time):
+            info.packets_complete = stats.packets - stats.discarded_packets
 
     def _batches(self) -> Iterator[FrameBatch]:
         fps = self.info.fps if self.info else None
@@ -357,6 +329,8 @@ class StreamingDecoder:
             index = self.stats.frames
             frames.append(self._to_rgb(frame))
             times.append(float(t) if t is not None else (index / fps if fps else float(index)))
+            if t is not None and (self.stats.last_time is None or t > self.stats.last_time):
+                self.stats.last_time = float(t)
             self.stats.frames += 1
             if len(frames) == self.batch_size:
                 self.stats.seconds += time.perf_counter() - clock
@@ -368,28 +342,3 @@ class StreamingDecoder:
             yield FrameBatch(np.stack(frames), start_index, times)
         else:
             self.stats.seconds += time.perf_counter() - clock
-
-
-def classify_decode(stats: DecodeStats, info: StreamInfo | None) -> tuple[str, str | None, str | None]:
-    """(status, error kind, message) of a decode: ok, partial or failed.
-
-    failed: no frame decoded. partial: frames missing against the container's announcement (the
-    header count exactly; a duration estimate with a tolerance of max(1, 2%) frames), or decode
-    errors. ok otherwise.
-    """
-    expected = info.frames_expected if info else None
-    if stats.frames == 0:
-        why = stats.first_error or "the video stream yielded no frames"
-        return "failed", NO_FRAMES, f"no frame could be decoded ({why})"
-    if expected is not None:
-        exact = info is not None and info.frames_header is not None
-        tolerance = 0 if exact else max(1, int(0.02 * expected))
-        if expected - stats.frames > tolerance:
-            detail = f"; first error: {stats.first_error}" if stats.first_error else ""
-            return ("partial", TRUNCATED,
-                    f"decoded {stats.frames} of {expected} expected frames (file truncated or "
-                    f"damaged){detail}")
-    if stats.errors:
-        return ("partial", CORRUPT,
-                f"{stats.errors} packet(s) failed to decode; first error: {stats.first_error}")
-    return "ok", None, None

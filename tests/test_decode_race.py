@@ -16,29 +16,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import pytest
+from made_videos import make_video
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = 200
-
-
-def make_video(path: Path, frames: int = 40, size: tuple[int, int] = (64, 48), gop: int = 10) -> Path:
-    """A small H.264 MP4 of moving noise (every frame differs, so every packet has data)."""
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.gop_size = gop
-        for i in range(frames):
-            image = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
 
 
 class _Failing(Exception):
