@@ -23,7 +23,7 @@ def build_labelled_output(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The OUTPUT directory (built on the first call of the session)."""
     if "output" not in _BUILT:
         from jobs.cli import main as cli_main
-        from test_label_e2e import cut_clip
+        from tests.test_label_e2e import cut_clip
 
         work = tmp_path_factory.mktemp("labelled_output")
         clips = work / "clips"

@@ -64,7 +64,7 @@ class Bucket:
 
 def upload_corpus(bucket: Bucket, work: Path) -> dict[str, Any]:
     """Clips, a URL list (absolute and relative lines) and the checkpoint into ``bucket``."""
-    from test_label_e2e import cut_clip
+    from tests.test_label_e2e import cut_clip
 
     fs = bucket.fs
     fs.mkdir(bucket.name)

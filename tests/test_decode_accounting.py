@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from made_videos import keyframe_frame_indices, make_video, stream_copy_cut
+from tests.made_videos import keyframe_frame_indices, make_video, stream_copy_cut
 
 from pipeline import decode
 from pipeline.decode import StreamingDecoder, classify_decode

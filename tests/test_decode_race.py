@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from made_videos import make_video
+from tests.made_videos import make_video
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = 200
@@ -107,7 +107,7 @@ def child(video: str, seed: int, runs: int) -> dict[str, int]:
 
 
 def _run_child(video: Path, seed: int, runs: int, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, __file__, str(video), str(seed), str(runs)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "tests.test_decode_race", str(video), str(seed), str(runs)], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -10,7 +10,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from scipy import ndimage
 
-from conftest_outputs import labelled_output  # noqa: F401 - fixture
+from tests.conftest_outputs import labelled_output  # noqa: F401 - fixture
 from daq_label import open_output
 from daq_label.exports.cvat import cvat_mask_rle
 from daq_label.exports.polygons import mask_polygons

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest_outputs import labelled_output  # noqa: F401 - fixture
+from tests.conftest_outputs import labelled_output  # noqa: F401 - fixture
 from daq_label import OutputError, open_output
 from daq_label.filters import TrackFilter
 from jobs.cli import main as cli_main

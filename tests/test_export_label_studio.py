@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest_outputs import labelled_output  # noqa: F401 - fixture
+from tests.conftest_outputs import labelled_output  # noqa: F401 - fixture
 from daq_label import open_output
 from daq_label.exports.label_studio import brush_rle
 from jobs.cli import main as cli_main

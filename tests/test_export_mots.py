@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from conftest_outputs import labelled_output  # noqa: F401 - fixture
+from tests.conftest_outputs import labelled_output  # noqa: F401 - fixture
 from daq_label import open_output
 from jobs.cli import main as cli_main
 

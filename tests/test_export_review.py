@@ -7,7 +7,7 @@ import csv
 
 import pytest
 
-from conftest_outputs import labelled_output  # noqa: F401 - fixture
+from tests.conftest_outputs import labelled_output  # noqa: F401 - fixture
 from daq_eval.ytvis_format import read_dataset
 from daq_label import open_output
 from jobs.cli import main as cli_main

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from conftest_outputs import labelled_output  # noqa: F401 - fixture
+from tests.conftest_outputs import labelled_output  # noqa: F401 - fixture
 from daq_eval.video_ap import evaluate_video_ap
 from daq_eval.ytvis_format import read_dataset, read_predictions
 from daq_label import open_output

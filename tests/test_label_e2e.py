@@ -190,8 +190,7 @@ def test_multi_process_runner_gives_the_same_rows(labelled: dict, capsys) -> Non
 
 
 def test_offline_model_uses_refined_masks(tmp_path: Path, capsys) -> None:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from reference_case import ReferenceCase
+    from tests.reference_case import ReferenceCase
 
     weights = ReferenceCase.selected().weights_path("offline", tmp_path)
     out = tmp_path / "out"

@@ -11,7 +11,7 @@ import pyarrow.dataset as ds
 import pytest
 from pycocotools import mask as mask_utils
 
-from conftest_outputs import labelled_output  # noqa: F401 - fixture
+from tests.conftest_outputs import labelled_output  # noqa: F401 - fixture
 from daq_label import OutputError, open_output
 from schemas.tables import TRACK_SUMMARY_V1, TRACKS_V1, VIDEOS_V1
 

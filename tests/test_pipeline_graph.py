@@ -18,7 +18,7 @@ from pipeline.runner import runner_setup
 ROOT = Path(__file__).resolve().parents[1]
 CASE = ROOT / "tests" / "data" / "reference_case1" / "online"
 EDGE = ROOT / "tests" / "data" / "videos_edge"
-STEPS = ["MatchVideos", "AssignVideoIds", "SkipDone", "Reshuffle", "LabelVideos", "WriteVideoTables", "MarkDone"]
+STEPS = ["MatchVideos", "AssignVideoIds", "SkipDone", "Reshuffle", "ClaimVideos", "LabelVideos", "WithQuarantined", "WriteVideoTables", "MarkDone"]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,9 @@ def test_step_counters_and_resume(spec, tmp_path: Path) -> None:
     second = run()
     assert second["videos_already_done"] == 3 and second.get("videos_to_label", 0) == 0
     assert second.get("tables_written", 0) == 0
-    job.retry_failed = True  # their markers say failed: label them again
+    # a new run (its own job id, as each `daq-label label` is) with --retry-failed: their
+    # markers say failed, so they are labelled again
+    job = LabelJob(str(listing), str(tmp_path / "out"), spec, retry_failed=True)
     third = run()
     assert third["failed_videos_retried"] == 3 and third["videos_failed"] == 3
     assert third.get("videos_already_done", 0) == 0

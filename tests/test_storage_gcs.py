@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import storage_scenario as sc
-from storage_servers import free_port, gcs_server  # noqa: F401 - the server fixture
+import tests.storage_scenario as sc
+from tests.storage_servers import free_port, gcs_server  # noqa: F401 - the server fixture
 
 
 @pytest.fixture(scope="module")

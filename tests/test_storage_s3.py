@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import storage_scenario as sc
-from storage_servers import s3_server, s3_storage_options  # noqa: F401 - the server fixture
+import tests.storage_scenario as sc
+from tests.storage_servers import s3_server, s3_storage_options  # noqa: F401 - the server fixture
 
 #: no ambient AWS configuration may help (or slow) the client: the options must do it all
 UNSET_AWS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
@@ -62,7 +62,7 @@ def test_no_endpoint_and_no_credentials_is_one_line(tmp_path: Path) -> None:
 
 def test_unreachable_endpoint_names_the_host(tmp_path: Path) -> None:
     """An endpoint nobody listens on: exit 2, one line naming that endpoint and the bucket."""
-    from storage_servers import free_port
+    from tests.storage_servers import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     options = ["--storage-option", "key=testing", "--storage-option", "secret=testing",
