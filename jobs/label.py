@@ -109,6 +109,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     isolation.add_argument("--max-failed-fraction", type=float, metavar="F",
                            help="exit 1 (after writing everything) when more than this fraction "
                                 "of the videos labelled by this run failed (default: exit 0)")
+    remote = parser.add_argument_group("remote runners (Dataflow; see docs/dataflow.md)")
+    remote.add_argument("--gpu", metavar="TYPE[:N]",
+                        help="GPU workers, e.g. nvidia-l4 or nvidia-tesla-t4: the accelerator "
+                             "resource hint (driver installed), a machine type for it, one model "
+                             "per GPU; needs --sdk_container_image")
+    remote.add_argument("--wait", action="store_true",
+                        help="wait for the remote job to finish, then print the summary of OUTPUT "
+                             "(default: print the job id and console URL and return)")
     # Unknown options are Beam pipeline options: keep them instead of failing (Beam's own
     # parse_known_args pattern, applied to this sub-command only).
     parse_known = parser.parse_known_args
@@ -142,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.labeler import LabelSettings
     from pipeline.model_source import ModelSourceError, resolve_model, without_fragment_merging
     from pipeline.runner import runner_setup
+    from pipeline.dataflow import remote_beam_args
     from pipeline.storage_access import parse_storage_options, quiet_storage_tracebacks
 
     beam_args = list(getattr(args, "beam_args", []) or [])
@@ -161,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
     quiet_storage_tracebacks()
     try:
         storage_options = parse_storage_options(args.storage_option)
+        beam_args = remote_beam_args(beam_args, args.gpu)
         setup = runner_setup(beam_args, args.workers)
         spec = resolve_model(args.checkpoint, args.config, args.model_name, storage_options)
         if args.no_merge_fragments:
@@ -179,8 +189,10 @@ def run(args: argparse.Namespace) -> int:
     except (JobSetupError, ModelSourceError, ValueError) as exc:
         logger.error("%s", exc)
         return 2
-    if setup.local:  # worker logs reach stderr directly; Beam's relayed copies are duplicates
-        logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+    if not setup.local:
+        return _run_remote(job, setup, args)
+    # worker logs reach stderr directly; Beam's relayed copies are duplicates
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     try:
         summary = job.run(setup, check_model=not args.skip_model_check)
     except (JobSetupError, ModelSourceError) as exc:
@@ -221,3 +233,33 @@ def _output_write_failure(exc: BaseException) -> str | None:
         if "OutputWriteError: " in line:
             return line.split("OutputWriteError: ", 1)[1].strip()
     return None
+
+
+def _run_remote(job: Any, setup: Any, args: argparse.Namespace) -> int:
+    """Submit to a remote runner (Dataflow): print the job id and console URL; with --wait, wait
+    and print the summary read from OUTPUT's tables."""
+    from pipeline.dataflow import RemoteSetupError, submit, wait_and_summarise
+    from pipeline.job import JobSetupError
+    from pipeline.model_source import ModelSourceError
+
+    try:
+        remote = submit(job, setup, check_model=not args.skip_model_check)
+    except (JobSetupError, ModelSourceError, RemoteSetupError) as exc:
+        logger.error("%s", exc)
+        return 2
+    except Exception:  # noqa: BLE001 - building or submitting the job failed
+        logger.exception("submitting the label job failed")
+        return 1
+    if remote.dry_run:
+        print(f"daq-label label: dry run: the {setup.description} job was built, not submitted; "
+              f"nothing written to {job.layout.url}")
+        return 0
+    print(f"daq-label label: submitted job {remote.job_id or '(no id)'}"
+          + (f": {remote.url}" if remote.url else ""))
+    if not args.wait:
+        return 0
+    summary = wait_and_summarise(job, remote)
+    print(f"daq-label label: job {remote.job_id} finished {summary.state}; {job.layout.url} holds "
+          f"{summary.videos} video(s) (ok {summary.ok}, partial {summary.partial}, failed "
+          f"{summary.failed}), {summary.frames} frames, {summary.tracks} tracks")
+    return 0 if summary.state.endswith("DONE") else 1

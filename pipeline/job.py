@@ -65,9 +65,14 @@ class LabelJob:
 
     # ------------------------------------------------------------------ pre-flight
 
-    def resolve_input(self) -> InputSpec:
+    def resolve_input(self, list_input: bool = True) -> InputSpec:
+        """INPUT's kind; with ``list_input`` also its first video and a URL list's lines checked
+        (remote runs pass False: the listing runs in the job, not on the launcher)."""
         try:
             spec = InputSpec.resolve(self.input_url, self.storage_options, self.skip_bad_input_lines)
+            if not list_input:
+                logger.info("INPUT %s is a %s (listed by the job)", self.input_url, spec.kind)
+                return spec
             spec.check_url_list()  # malformed lines named before anything starts
             first = spec.first_match()
         except InputError as exc:
@@ -82,8 +87,9 @@ class LabelJob:
         logger.info("INPUT %s is a %s (first video: %s)", self.input_url, spec.kind, first)
         return spec
 
-    def prepare_output(self) -> None:
-        """Check or record the provenance of OUTPUT; clear leftovers of killed runs."""
+    def prepare_output(self, write: bool = True) -> None:
+        """Check or record the provenance of OUTPUT; clear leftovers of killed runs. Without
+        ``write`` (a dry run) only check: nothing is created, written or removed."""
         layout = self.layout
         record = {
             "provenance_key": self.provenance.key,
@@ -94,7 +100,8 @@ class LabelJob:
             "schemas": {spec.name: spec.version for spec in TABLES},
         }
         try:
-            layout.fs.makedirs(layout.root, exist_ok=True)
+            if write:
+                layout.fs.makedirs(layout.root, exist_ok=True)
             if layout.fs.exists(layout.provenance_path):
                 previous = layout.read_json(layout.provenance_path)
                 if previous.get("provenance_key") != self.provenance.key:
@@ -104,8 +111,10 @@ class LabelJob:
                         f"{str(previous.get('checkpoint_sha256'))[:12]}..., config {previous.get('config_hash')}, "
                         f"daq-label {previous.get('package_version')}); this run is {self.provenance.key}. "
                         "Write to another OUTPUT directory so labels never mix.")
-            else:
+            elif write:
                 layout.write_json_atomic(layout.provenance_path, record)
+            if not write:
+                return
             removed = clear_stale_tmp(layout, self.claims)  # not what a live job is writing
             layout.check_writable()
         except JobSetupError:
