@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 def resized_size(height: int, width: int, short_edge: int, max_size: int) -> tuple[int, int]:
     """``(h', w')`` after detectron2's ``ResizeShortestEdge`` (the long-side cap applies after the
-    short-side scaling; rounding is ``int(x + 0.5)``). E.g. 720x1280 -> 480x853 for (480, 1333)."""
+    short-side scaling; rounding is ``int(x + 0.5)``, at least 1). E.g. 720x1280 -> 480x853 for
+    (480, 1333)."""
     if height <= 0 or width <= 0:
         raise ValueError(f"frame size must be positive, got {height}x{width}")
     scale = short_edge * 1.0 / min(height, width)
@@ -39,7 +40,8 @@ def resized_size(height: int, width: int, short_edge: int, max_size: int) -> tup
     if max(new_h, new_w) > max_size:
         scale = max_size * 1.0 / max(new_h, new_w)
         new_h, new_w = new_h * scale, new_w * scale
-    return int(new_h + 0.5), int(new_w + 0.5)
+    # A side never rounds to 0 (detectron2 would: a 4000x1 frame gives 0x1333); it is 1 instead.
+    return max(1, int(new_h + 0.5)), max(1, int(new_w + 0.5))
 
 
 def padded_size(height: int, width: int, size_divisibility: int) -> tuple[int, int]:

@@ -17,6 +17,8 @@ import argparse
 import logging
 from typing import Any
 
+from jobs.label_limits import add_limit_arguments, limits_from_args
+
 logger = logging.getLogger(__name__)
 
 EPILOG = """\
@@ -89,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     long_videos.add_argument("--chunk-overlap", type=int, metavar="O", default=16,
                              help="frames shared by consecutive chunks, where tracks are matched "
                                   "(default: 16; --chunk-frames must be >= 3 x O)")
+    add_limit_arguments(parser)
     isolation = parser.add_argument_group("isolation (docs/reliability.md)")
     isolation.add_argument("--no-isolation", action="store_true",
                            help="decode and run the model in the worker process itself (default: in "
@@ -178,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
         push = args.frames_per_push or max(1, spec.config.inference.frame_batch_size)
         if args.torch_threads:
             setup.torch_threads = args.torch_threads
-        settings = LabelSettings(frames_per_push=push, storage_options=tuple(sorted(storage_options.items())))
+        settings = LabelSettings(frames_per_push=push, storage_options=tuple(sorted(storage_options.items())),
+                                 limits=limits_from_args(args), chunked=args.chunk_frames > 0)
         job = LabelJob(args.input, args.output, spec, settings,
                        device=args.device, retry_failed=args.retry_failed,
                        skip_bad_input_lines=args.skip_bad_input_lines, storage_options=storage_options,

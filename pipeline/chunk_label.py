@@ -29,6 +29,7 @@ from pipeline import decode
 from pipeline.chunking import Chunk
 from pipeline.decode import DecodeStats, StreamInfo, StreamingDecoder, VideoError, prefetch
 from pipeline.inputs import VideoRef
+from pipeline.limits import VideoLimits
 from pipeline.tables import LabelledInstance, tracks_table
 from pipeline.tracks import MaskRow, TrackStream, merge_fragment_rows, rows_from_frame_masks
 from schemas.tables import TRACKS_V1
@@ -97,12 +98,13 @@ def chunk_batches(decoder: StreamingDecoder, chunk: Chunk) -> Iterator[tuple[np.
             return
 
 
-def _replay(url: str, chunk: Chunk, batch_size: int, options: dict[str, Any]) -> Callable[[], Iterator[np.ndarray]]:
+def _replay(url: str, chunk: Chunk, batch_size: int, options: dict[str, Any],
+            limits: VideoLimits | None = None) -> Callable[[], Iterator[np.ndarray]]:
     """The chunk's frames again, for offline refiners whose features outgrew the cache."""
 
     def frames() -> Iterator[np.ndarray]:
         logger.info("%s: replaying chunk %d for the offline refiner", url, chunk.index)
-        with StreamingDecoder(url, batch_size, options) as again:
+        with StreamingDecoder(url, batch_size, options, limits, chunked=True) as again:
             for batch, _times in chunk_batches(again, chunk):
                 yield batch
 
@@ -127,16 +129,19 @@ def chunk_instances(result: Any, stream: TrackStream, cfg: DAQConfig, size: tupl
 
 def label_chunk(task: ChunkTask, predictor: Any, cfg: DAQConfig, provenance_key: str,
                 frames_per_push: int = 8, storage_options: dict[str, Any] | None = None,
-                prefetch_batches: int = 2) -> ChunkLabels:
-    """Label one chunk; never raises for a bad video or a model failure (the result says why)."""
+                prefetch_batches: int = 2, limits: VideoLimits | None = None) -> ChunkLabels:
+    """Label one chunk; never raises for a bad video or a model failure (the result says why).
+    ``limits`` (:mod:`pipeline.limits`) as for a video labelled whole, its length bounded by the
+    pixel budget only."""
     ref, chunk = task.ref, task.chunk
     options = dict(storage_options or {})
     out = ChunkLabels(ref, chunk, TRACKS_V1.empty_table())
-    decoder = StreamingDecoder(ref.url, frames_per_push, options)
+    decoder = StreamingDecoder(ref.url, frames_per_push, options, limits, chunked=True)
     try:
         decoder.__enter__()
     except VideoError as exc:
         out.error_kind, out.error_message, out.stats = exc.kind, str(exc), decoder.stats
+        out.info = decoder.info
         return out
     out.info = decoder.info
     stream = TrackStream(encode_masks=not cfg.offline)
@@ -167,13 +172,17 @@ def label_chunk(task: ChunkTask, predictor: Any, cfg: DAQConfig, provenance_key:
                 close()
             decoder.close()
             out.stats = decoder.stats
+        if session is None and decoder.stats.rejected is not None:  # a size limit (first frame)
+            out.error_kind = decoder.stats.rejected[0]
+            out.error_message = f"{ref.url}: {decoder.stats.rejected[1]}"
+            return out
         if session is None:
             out.error_kind = decode.NO_FRAMES
             out.error_message = (f"{ref.url}: chunk {chunk.index + 1}/{chunk.count} (frames {chunk.start}-"
                                  f"{chunk.end}) got no frame; the video has {decoder.stats.frames}")
             return out
         clock = time.perf_counter()
-        result = session.finish(replay=_replay(ref.url, chunk, frames_per_push, options)
+        result = session.finish(replay=_replay(ref.url, chunk, frames_per_push, options, limits)
                                 if cfg.offline else None)
         instances = chunk_instances(result, stream, cfg, out.size, chunk.start)
         out.model_seconds += time.perf_counter() - clock

@@ -34,6 +34,7 @@ from pipeline.decode import StreamingDecoder, VideoError, classify_decode
 from pipeline.handler import METRICS_NAMESPACE, load_predictor
 from pipeline.inputs import VideoRef
 from pipeline.labeler import LabelSettings, failed_labels
+from pipeline.limits import VideoLimits
 from pipeline.model_source import ModelSpec
 from pipeline.stitching import ChunkTracks, StitchReport, StitchSettings, stitch
 from pipeline.tables import Provenance, VideoLabels, health, summary_table, tracks_table, videos_table
@@ -48,20 +49,22 @@ def _counter(name: str) -> Any:
 
 
 class _SplitFn(beam.DoFn):
-    def __init__(self, settings: ChunkSettings, storage_options: dict[str, Any]) -> None:
+    def __init__(self, settings: ChunkSettings, storage_options: dict[str, Any],
+                 limits: VideoLimits | None = None) -> None:
         self.settings = settings
         self.storage_options = storage_options
+        self.limits = limits
         self.chunked = _counter("videos_chunked")
         self.planned = _counter("chunks_planned")
 
     def process(self, ref: VideoRef) -> Iterator[Any]:
         frames = None
-        if ref.input_error is None:
+        if ref.input_error is None and ref.quarantined is None:  # never open a poison video
             try:  # the header only: no frame is decoded here
-                with StreamingDecoder(ref.url, 1, self.storage_options) as probe:
+                with StreamingDecoder(ref.url, 1, self.storage_options, self.limits, chunked=True) as probe:
                     frames = probe.info.frames_expected if probe.info else None
             except VideoError:
-                frames = None  # LabelVideos records why
+                frames = None  # LabelVideos records why (a limit broken by the header included)
         chunks = plan_chunks(frames, self.settings)
         if len(chunks) == 1:
             yield ref
@@ -78,13 +81,15 @@ class SplitLongVideos(beam.PTransform):
     """Videos whose header says they are longer than the chunk length -> one element per chunk
     (tagged ``chunks``); every other video passes through (main output)."""
 
-    def __init__(self, settings: ChunkSettings, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, settings: ChunkSettings, storage_options: dict[str, Any] | None = None,
+                 limits: VideoLimits | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.storage_options = dict(storage_options or {})
+        self.limits = limits
 
     def expand(self, refs: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return refs | "Plan" >> beam.ParDo(_SplitFn(self.settings, self.storage_options)).with_outputs(
+        return refs | "Plan" >> beam.ParDo(_SplitFn(self.settings, self.storage_options, self.limits)).with_outputs(
             CHUNK_TAG, main="whole")
 
 
@@ -99,6 +104,10 @@ class ChunkModelHandler(ModelHandler[ChunkTask, ChunkLabels, Any]):
         self._settings = settings
         self._device = device
         self._torch_threads = torch_threads
+
+    @property
+    def limits(self) -> VideoLimits:
+        return self._settings.limits
 
     def load_model(self) -> Any:
         if self._torch_threads > 0:
@@ -118,7 +127,7 @@ class ChunkModelHandler(ModelHandler[ChunkTask, ChunkLabels, Any]):
         for task in batch:
             out = label_chunk(task, model.predictor, model.config, self._provenance.key,
                               self._settings.frames_per_push, self._settings.options,
-                              self._settings.prefetch_batches)
+                              self._settings.prefetch_batches, self._settings.limits)
             (failed if out.failed else labelled).inc()
             frames.inc(out.frames_labelled)
             yield PredictionResult(task, out, model_id=self._provenance.key)
@@ -199,7 +208,8 @@ def stitched_labels(parts: Sequence[ChunkLabels], provenance: Provenance,
         "rotation": stats.rotation if stats.width is not None else None,
         "fps": info.fps if info else None, "duration_s": info.duration_s if info else None,
         "codec": info.codec if info else None, "container_format": info.container_format if info else None,
-        "file_bytes": info.file_bytes if info else None, **provenance.as_columns(),
+        "file_bytes": info.file_bytes if info else None, "source_width": stats.source_width,
+        "source_height": stats.source_height, **provenance.as_columns(),
         "decode_seconds": round(sum(p.stats.seconds for p in parts), 6),
         "model_seconds": round(model_seconds, 6), **figures, "tracker_tracks_started": int(started),
     }
@@ -262,7 +272,8 @@ class LabelVideosInChunks(beam.PTransform):
         self.stitch_settings = stitch_settings
 
     def expand(self, refs: beam.PCollection) -> beam.PCollection:
-        split = refs | "SplitLongVideos" >> SplitLongVideos(self.chunking, self.storage_options)
+        split = refs | "SplitLongVideos" >> SplitLongVideos(self.chunking, self.storage_options,
+                                                            self.chunk_handler.limits)
         whole = split.whole | "LabelVideos" >> self.label_whole
         stitched = (split[CHUNK_TAG]
                     | "LabelChunks" >> LabelChunks(self.chunk_handler)

@@ -14,6 +14,11 @@
   the lock that every demux/decode step holds, and a step that comes after the close ends the
   stream instead of touching the freed container (which would crash libavformat).
 * Opening errors are classified (:class:`VideoError` with a ``kind``) with a message naming the file.
+* With ``limits`` (:class:`pipeline.limits.VideoLimits`) the file size and the header's frame size
+  and length are checked before anything is decoded (a :class:`VideoError` of the limit's kind),
+  the first decoded frame's size again (``stats.rejected``), frames larger than ``max_side`` are
+  scaled down by swscale as they are converted (aspect kept), and decoding stops after the
+  frames the length limits allow (``stats.limit``).
 * The decoder keeps PyAV's default (slice) threading: frame threading drops the last frames before
   a damaged packet (2 of 68 on the truncated edge-case file).
 
@@ -47,6 +52,7 @@ from pipeline.decode_report import (  # noqa: F401 - re-exported: decode.X is th
     StreamInfo,
     classify_decode,
 )
+from pipeline.limits import VideoLimits, scaled_size
 from pipeline.prefetch import Prefetcher, prefetch
 from pipeline.storage import is_local, url_to_fs
 
@@ -93,10 +99,21 @@ def _describe(exc: BaseException) -> str:
 class StreamingDecoder:
     """Decode one video as a stream of RGB frame batches (use as a context manager)."""
 
-    def __init__(self, url: str, batch_size: int = 8, storage_options: dict[str, Any] | None = None):
+    def __init__(self, url: str, batch_size: int = 8, storage_options: dict[str, Any] | None = None,
+                 limits: VideoLimits | None = None, chunked: bool = False,
+                 max_side: int | None = None):
+        """``limits``: check and bound the video (module docstring); ``chunked``: its length is
+        handled by chunks (only the pixel budget bounds it); ``max_side``: downscale frames whose
+        longer side is above it (default: ``limits.max_side``, or never without limits)."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.url = url
+        self.limits = limits
+        self.chunked = chunked
+        self.max_side = max_side if max_side is not None else (limits.max_side if limits else None)
+        self._target: tuple[int, int] | None = None  # coded (width, height) frames are converted to
+        self._frame_cap: int | None = None  # frames the length limits allow
+        self._cap_reason: tuple[str, str] | None = None
         self.batch_size = batch_size
         self.storage_options = storage_options
         self.stats = DecodeStats()
@@ -163,24 +180,40 @@ class StreamingDecoder:
             raise VideoError(UNREADABLE, f"{self.url}: cannot open ({_describe(exc)})") from exc
         if size == 0:
             raise VideoError(EMPTY_FILE, f"{self.url}: empty file (0 bytes)")
+        if self.limits is not None:
+            self._reject(self.limits.check_file(size))
         try:
             self._container = av.open(self._file, mode="r", metadata_errors="ignore")
         except av.error.InvalidDataError as exc:
             raise VideoError(NOT_A_VIDEO, f"{self.url}: not a video container FFmpeg can read "
                                           f"({_describe(exc)})") from exc
-        except (av.error.FFmpegError, OSError) as exc:
+        except av.error.FFmpegError as exc:
+            # FFmpeg's own errors while parsing the header (end of file inside a box, an
+            # allocation refused for a size the header claims, ...): a damaged container.
+            # Storage failures reach us as the file object's own exception, below.
+            raise VideoError(NOT_A_VIDEO, f"{self.url}: damaged or truncated container: FFmpeg "
+                                          f"could not read its header ({_describe(exc)})") from exc
+        except Exception as exc:  # noqa: BLE001 - the storage failed while FFmpeg read the header
             raise VideoError(UNREADABLE, f"{self.url}: cannot read ({_describe(exc)})") from exc
         if not self._container.streams.video:
-            kinds = sorted({s.type for s in self._container.streams}) or ["none"]
-            raise VideoError(NO_VIDEO_STREAM, f"{self.url}: no video stream (streams: {', '.join(kinds)})")
+            streams = list(self._container.streams)
+            fmt = self._container.format.name
+            if not streams:
+                raise VideoError(NOT_A_VIDEO, f"{self.url}: not a video: FFmpeg read it as {fmt!r} "
+                                              "but found no stream in it")
+            kinds = sorted({s.type for s in streams})
+            raise VideoError(NO_VIDEO_STREAM, f"{self.url}: no video stream ({fmt}; streams: "
+                                              f"{', '.join(kinds)})")
         stream = self._container.streams.video[0]
+        ctx = None
         try:
             ctx = stream.codec_context
             codec = ctx.name
             width, height = int(ctx.width), int(ctx.height)
         except Exception as exc:  # noqa: BLE001 - PyAV raises several types for unknown codecs
-            raise VideoError(UNSUPPORTED_CODEC, f"{self.url}: no decoder for the video stream "
-                                                f"({_describe(exc)})") from exc
+            why = ("FFmpeg knows no decoder for its codec (a damaged header can name a codec that "
+                   "does not exist)" if ctx is None else _describe(exc))
+            raise VideoError(UNSUPPORTED_CODEC, f"{self.url}: cannot decode the video stream: {why}") from exc
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else None
         duration = start = None
@@ -203,6 +236,17 @@ class StreamingDecoder:
             file_bytes=int(size) if size is not None else None,
             start_s=start if start is not None and math.isfinite(start) else None,
         )
+        if self.limits is not None:
+            info = self.info
+            labelled = (scaled_size(width, height, self.max_side or max(width, height, 1))
+                        if width > 0 and height > 0 else (0, 0))
+            self._reject(self.limits.check_frame(width, height, "the header's frames")
+                         or self.limits.check_length(info.frames_expected, info.duration_s, info.fps,
+                                                     *labelled, chunked=self.chunked))
+
+    def _reject(self, rejection: Any) -> None:
+        if rejection is not None:
+            raise VideoError(rejection.kind, f"{self.url}: {rejection.message}")
 
     # ------------------------------------------------------------------ decode
 
@@ -267,18 +311,38 @@ class StreamingDecoder:
                 self.stats.first_error = self.stats.first_error or f"decode: {_describe(exc)}"
                 return []
 
+    def _first_frame(self, frame: Any) -> bool:
+        """Sizes from the first decoded frame: the displayed size, the size it is labelled at
+        (downscaled to ``max_side``), the limits' checks; False when the video is rejected."""
+        stats = self.stats
+        rotation = int(round((frame.rotation or 0) / 90.0)) % 4 * 90
+        stats.rotation = rotation
+        stats.coded_width, stats.coded_height = frame.width, frame.height
+        target = (frame.width, frame.height)
+        if self.max_side is not None and frame.width > 0 and frame.height > 0:
+            target = scaled_size(frame.width, frame.height, self.max_side)
+        self._target = target
+        swap = rotation in (90, 270)
+        stats.source_width, stats.source_height = (frame.height, frame.width) if swap else (frame.width, frame.height)
+        stats.width, stats.height = (target[1], target[0]) if swap else target
+        if self.limits is not None:
+            rejection = self.limits.check_frame(frame.width, frame.height, "decoded frames")
+            if rejection is not None:
+                stats.rejected = (rejection.kind, rejection.message)
+                logger.warning("%s: rejected: %s", self.url, rejection.message)
+                return False
+            self._frame_cap, reason = self.limits.frame_cap(stats.width, stats.height, self.chunked)
+            self._cap_reason = (reason.kind, reason.message)
+        return True
+
     def _to_rgb(self, frame: Any) -> np.ndarray:
         stats = self.stats
-        if stats.width is None:
-            rotation = int(round((frame.rotation or 0) / 90.0)) % 4 * 90
-            stats.rotation = rotation
-            stats.coded_width, stats.coded_height = frame.width, frame.height
-            swap = rotation in (90, 270)
-            stats.width, stats.height = (frame.height, frame.width) if swap else (frame.width, frame.height)
-        if (frame.width, frame.height) != (stats.coded_width, stats.coded_height):
-            stats.resized_frames += 1  # mid-stream size change: keep the first frame's size
-            rgb = frame.reformat(width=stats.coded_width, height=stats.coded_height,
-                                 format="rgb24").to_ndarray()
+        target = self._target
+        if (frame.width, frame.height) != target:
+            if (frame.width, frame.height) != (stats.coded_width, stats.coded_height):
+                stats.resized_frames += 1  # mid-stream size change: keep the first frame's size
+            rgb = frame.reformat(width=target[0], height=target[1], format="rgb24",
+                                 interpolation="AREA").to_ndarray()
         else:
             rgb = frame.to_ndarray(format="rgb24")
         if stats.rotation:
@@ -326,7 +390,13 @@ class StreamingDecoder:
         start_index = 0
         clock = time.perf_counter()
         for frame, t in self._frames():
+            if self._target is None and not self._first_frame(frame):
+                break
             index = self.stats.frames
+            if self._frame_cap is not None and index >= self._frame_cap:
+                self.stats.limit = self._cap_reason
+                logger.warning("%s: %s", self.url, self._cap_reason[1])
+                break
             frames.append(self._to_rgb(frame))
             times.append(float(t) if t is not None else (index / fps if fps else float(index)))
             if t is not None and (self.stats.last_time is None or t > self.stats.last_time):

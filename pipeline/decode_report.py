@@ -107,6 +107,10 @@ class DecodeStats:
     coded_width: int | None = None  # size of the first decoded frame before rotation
     coded_height: int | None = None
     resized_frames: int = 0  # frames whose coded size differed from the first frame's
+    source_width: int | None = None  # displayed size of the source, before a downscale (limits)
+    source_height: int | None = None
+    rejected: tuple[str, str] | None = None  # (kind, why): the first frame broke a size limit
+    limit: tuple[str, str] | None = None  # (kind, why): decoding stopped at a length limit
     last_time: float | None = None  # latest presentation time decoded (seconds)
     seconds: float = 0.0
 
@@ -118,13 +122,18 @@ class DecodeStats:
 def classify_decode(stats: DecodeStats, info: StreamInfo | None) -> tuple[str, str | None, str | None]:
     """(status, error kind, message) of a decode: ok, partial or failed.
 
-    failed: no frame decoded. partial: frames missing against ``info.frames_expected`` (exactly
+    failed: the decoded frames broke a size limit (``stats.rejected``, :mod:`pipeline.limits`), or
+    no frame decoded. partial: decoding stopped at a length limit (``stats.limit``), or frames missing against ``info.frames_expected`` (exactly
     for an exact source, beyond max(1, 2%) frames for a duration estimate), or decode errors.
     ok otherwise.
     """
+    if stats.rejected is not None:  # pipeline.limits: the decoded frames' size
+        return "failed", stats.rejected[0], stats.rejected[1]
     if stats.frames == 0:
         why = stats.first_error or "the video stream yielded no frames"
         return "failed", NO_FRAMES, f"no frame could be decoded ({why})"
+    if stats.limit is not None:  # pipeline.limits: stopped at the length the limits allow
+        return "partial", stats.limit[0], stats.limit[1]
     expected, source = (info.frames_expected, info.frames_expected_source) if info else (None, None)
     if expected is not None and source != SOURCE_PACKETS:  # packets: a loss is a failed packet
         tolerance = 0 if source in _EXACT else max(1, int(0.02 * expected))

@@ -20,6 +20,7 @@ from daq_model.outputs import VideoInfo, VideoResult
 from pipeline import decode
 from pipeline.decode import DecodeStats, StreamInfo, StreamingDecoder, VideoError, classify_decode
 from pipeline.inputs import BAD_INPUT_LINE, VideoRef
+from pipeline.limits import VideoLimits
 from pipeline.tables import (
     EMPTY_HEALTH,
     LabelledInstance,
@@ -38,16 +39,24 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LabelSettings:
-    """How videos are fed to the model (none of this changes the labels)."""
+    """How videos are fed to the model: the feeding (none of it changes the labels) and the
+    limits (:mod:`pipeline.limits`: rejections, the downscale of large frames, the length cap;
+    ``chunked``: the job labels long videos in chunks, so only the pixel budget bounds length)."""
 
     frames_per_push: int = 8
     prefetch_batches: int = 2
     progress_every_frames: int = 1000
     storage_options: tuple[tuple[str, Any], ...] = ()
+    limits: VideoLimits = field(default_factory=VideoLimits)
+    chunked: bool = False
 
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.storage_options)
+
+    def decoder(self, url: str) -> StreamingDecoder:
+        """A decoder of ``url`` with these settings' batch size, storage options and limits."""
+        return StreamingDecoder(url, self.frames_per_push, self.options, self.limits, self.chunked)
 
 
 @dataclass
@@ -78,6 +87,8 @@ def _video_row(ref: VideoRef, provenance: Provenance, info: StreamInfo | None, s
         "codec": info.codec if info else None,
         "container_format": info.container_format if info else None,
         "file_bytes": info.file_bytes if info else None,
+        "source_width": stats.source_width,
+        "source_height": stats.source_height,
         **provenance.as_columns(),
         "decode_seconds": round(stats.seconds, 6),
         "model_seconds": round(model_seconds, 6),
@@ -100,7 +111,7 @@ def _replay(ref: VideoRef, settings: LabelSettings) -> Callable[[], Iterator[np.
 
     def frames() -> Iterator[np.ndarray]:
         logger.info("%s: replaying the video for the offline refiner", ref.url)
-        with StreamingDecoder(ref.url, settings.frames_per_push, settings.options) as again:
+        with settings.decoder(ref.url) as again:  # the same limits: the same frames and sizes
             for batch in again.batches():
                 yield batch.frames
 
@@ -112,12 +123,12 @@ def label_video(ref: VideoRef, predictor: Any, cfg: DAQConfig, provenance: Prove
     """Label one video; never raises for a bad video (the row says why)."""
     if ref.input_error is not None:  # a malformed URL-list line: nothing to open
         return failed_labels(ref, provenance, BAD_INPUT_LINE, ref.input_error)
-    decoder = StreamingDecoder(ref.url, settings.frames_per_push, settings.options)
+    decoder = settings.decoder(ref.url)
     try:
         decoder.__enter__()
-    except VideoError as exc:
+    except VideoError as exc:  # opening errors and limits broken by the header
         logger.warning("%s (%s): failed: %s", ref.url, ref.video_id, exc)
-        return failed_labels(ref, provenance, exc.kind, str(exc), stats=decoder.stats)
+        return failed_labels(ref, provenance, exc.kind, str(exc), info=decoder.info, stats=decoder.stats)
     info = decoder.info
     stream = TrackStream(encode_masks=not cfg.offline)
     timings = _Timings()

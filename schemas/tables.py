@@ -120,7 +120,8 @@ VIDEOS_V1 = pa.schema(
            "or damaged; failed: nothing labelled (see error_type)"),
         _f("error_type", pa.string(), True,
            "why partial/failed: empty_file, unreadable, not_a_video, no_video_stream, "
-           "unsupported_codec, no_frames_decoded, truncated, corrupt_packets, model_error"),
+           "unsupported_codec, no_frames_decoded, truncated, corrupt_packets, model_error; limits: "
+           "file_too_large, frame_too_small, aspect_ratio, too_long, pixel_budget; ..."),
         _f("error_message", pa.string(), True, "human-readable reason, naming the file"),
         _f("frames_decoded", pa.int32(), False, "frames decoded and labelled"),
         _f("frames_expected", pa.int32(), True,
@@ -153,6 +154,10 @@ VIDEOS_V1 = pa.schema(
            "present-to-absent transitions over all instances, not counting presence at the last frame"),
         _f("mean_score", pa.float32(), True, "mean instance score (null without instances)"),
         _f("tracker_tracks_started", pa.int32(), True, "tracks the online tracker created (model stats)"),
+        _f("source_width", pa.int32(), True,
+           "displayed width of the source frames; larger than width when the frames were "
+           "downscaled at decode (--max-frame-side), the masks being at width x height"),
+        _f("source_height", pa.int32(), True, "displayed height of the source frames (see source_width)"),
     ],
     metadata={TABLE_KEY: b"videos", VERSION_KEY: b"1"},
 )
