@@ -18,6 +18,7 @@ frame's masks sit where the model saw them.
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Collection, Iterator
@@ -158,6 +159,19 @@ def evenly_spaced(frames: int, k: int) -> list[int]:
     return sorted({round(i * (frames - 1) / (k - 1)) for i in range(k)})
 
 
+def scaled(image: np.ndarray, frame: FrameMasks, width: int) -> tuple[np.ndarray, FrameMasks]:
+    """A frame and its masks scaled down to ``width`` pixels wide (never up), so that labels
+    drawn afterwards keep a readable size in a thumbnail."""
+    height0, width0 = image.shape[:2]
+    if width0 <= width:
+        return image, frame
+    height = max(1, round(height0 * width / width0))
+    small = np.asarray(Image.fromarray(image).resize((width, height), Image.LANCZOS))
+    masks = np.stack([np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((width, height), Image.BILINEAR)) >= 128
+                      for m in frame.masks]) if len(frame.masks) else np.zeros((0, height, width), bool)
+    return small, dataclasses.replace(frame, masks=masks)
+
+
 def thumbnail(image: np.ndarray, width: int) -> Image.Image:
     """``image`` scaled to ``width`` pixels wide (never up), aspect kept."""
     picture = Image.fromarray(image)
@@ -167,5 +181,5 @@ def thumbnail(image: np.ndarray, width: int) -> Image.Image:
     return picture.resize((width, height), Image.LANCZOS)
 
 
-__all__ = ["OverlayStyle", "draw_overlay", "evenly_spaced", "label_text", "labelled_frames",
-           "thumbnail", "track_colour"]
+__all__ = ["OverlayStyle", "draw_overlay", "evenly_spaced", "label_text", "label_font",
+           "labelled_frames", "scaled", "thumbnail", "track_colour"]

@@ -19,6 +19,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("validate", "jobs.validate", "check every table under an output directory against its schema"),
     ("export", "jobs.export", "write the labels as YouTube-VIS, MOTS, CVAT or Label Studio files"),
     ("review", "jobs.review", "export the least confident videos or tracks first, for human correction"),
+    ("report", "jobs.report", "write one self-contained HTML page on an output: status, health, thumbnails"),
     ("preview", "jobs.preview", "render one video with its mask overlays as an MP4 and a contact-sheet PNG"),
     ("reference-run", "jobs.reference_run", "run DVIS-DAQ on a reference case and write all its arrays"),
     ("train", "jobs.train", "train a DVIS-DAQ model (segmenter, tracker, refiner stages)"),
