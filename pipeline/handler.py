@@ -12,6 +12,7 @@ the worker, which decodes and labels each video; a crash or a hang there fails t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -20,6 +21,7 @@ from typing import Any, Iterable, Optional, Sequence
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from pipeline.cpu_time import CpuClock
 from pipeline.inputs import VideoRef
 from pipeline.isolation import (  # noqa: F401 - load_predictor, resolve_device: re-exported
     FAULT_ENV,
@@ -83,7 +85,12 @@ class DAQModelHandler(ModelHandler[VideoRef, VideoLabels, LoadedModel]):
         model_ms = Metrics.distribution(METRICS_NAMESPACE, "model_ms_per_video")
         decode_ms = Metrics.distribution(METRICS_NAMESPACE, "decode_ms_per_video")
         for ref in batch:
+            isolated = isinstance(model, IsolatedLabeler)
+            clock = CpuClock.start(model.pid if isolated else None)  # type: ignore[union-attr]
             labels = self.label(ref, model)
+            cpu = clock.seconds(model.pid if isolated else None)  # type: ignore[union-attr]
+            if cpu is not None:  # decode + model + masks of this video (pipeline/cpu_time.py)
+                labels = dataclasses.replace(labels, cpu_seconds=round(cpu, 3))
             row = labels.video_row
             frames.inc(int(row["frames_decoded"]))
             decode_errors.inc(int(row["decode_errors"]))

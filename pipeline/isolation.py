@@ -68,6 +68,7 @@ class IsolationSettings:
     per_video_second: float = 60.0
     unknown_length_s: float = 3 * 3600.0
     start_timeout_s: float = 900.0  # the child's start: imports and model load
+    log_level: str = "INFO"  # of our loggers in the child (--quiet: WARNING, --verbose: DEBUG)
 
     def __post_init__(self) -> None:
         for name in ("base_s", "per_video_second", "unknown_length_s", "start_timeout_s"):
@@ -197,9 +198,12 @@ def _exit_when_orphaned(parent: int) -> None:
 def child_entry(fd: int) -> None:
     """Entry point of the child process (``python -c``; see :meth:`IsolatedLabeler.start`)."""
     conn = Connection(fd)
-    parent, path, spec, provenance, settings, device, torch_threads = conn.recv()
+    parent, path, spec, provenance, settings, device, torch_threads, log_level = conn.recv()
     sys.path[:] = path
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.getLevelName(log_level)
+    logging.basicConfig(level=max(logging.INFO, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for ours in ("pipeline", "daq_model"):
+        logging.getLogger(ours).setLevel(level)
     child_main(conn, parent, spec, provenance, settings, device, torch_threads)
 
 
@@ -275,7 +279,7 @@ class IsolatedLabeler:
         conn = Connection(parent_sock.detach())
         self._process, self._conn = process, conn
         conn.send((os.getpid(), list(sys.path), self.spec, self.provenance, self.settings, self.device,
-                   self.torch_threads))
+                   self.torch_threads, self.isolation.log_level))
         message = self._receive(time.monotonic() + self.isolation.start_timeout_s)
         if message is None or message[0] != "ready":
             reason = message[1] if message and message[0] == "error" else describe_exit(process.poll())
@@ -294,6 +298,11 @@ class IsolatedLabeler:
             if process.poll() is None:
                 process.kill()
             process.wait(10)
+
+    @property
+    def pid(self) -> int | None:
+        """The model process's pid (None while none runs)."""
+        return self._process.pid if self._process is not None else None
 
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -54,6 +54,9 @@ class VideoLabels:
     video_row: dict[str, Any]
     tracks: pa.Table
     track_summary: pa.Table
+    #: CPU seconds the worker measured around this video (decode + model + masks; None: not
+    #: measured). Recorded in the done marker, not in the tables.
+    cpu_seconds: float | None = None
 
     @property
     def status(self) -> str:
