@@ -46,9 +46,10 @@ class RunnerSetup:
     description: str
 
 
-def runner_setup(beam_args: Sequence[str], workers: int | None = None) -> RunnerSetup:
+def runner_setup(beam_args: Sequence[str], workers: int | None = None, log_level: str = "INFO") -> RunnerSetup:
     """Pipeline options from pass-through Beam arguments; for local runs, an explicit
-    ``FnApiRunner`` using the available cores (``workers`` overrides the worker count)."""
+    ``FnApiRunner`` using the available cores (``workers`` overrides the worker count).
+    ``log_level``: of our loggers in the SDK worker processes."""
     options = PipelineOptions(list(beam_args))
     explicit = options.get_all_options(drop_default=True)
     runner_name = options.view_as(StandardOptions).runner or "DirectRunner"
@@ -72,7 +73,7 @@ def runner_setup(beam_args: Sequence[str], workers: int | None = None) -> Runner
         options.view_as(WorkerOptions).default_sdk_harness_log_level = "WARNING"
         if "sdk_harness_log_level_overrides" not in explicit:
             options.view_as(WorkerOptions).sdk_harness_log_level_overrides = {
-                "pipeline": "INFO", "daq_model": "INFO"}
+                "pipeline": log_level, "daq_model": log_level}
     return RunnerSetup(
         options, _fnapi_runner(options), True, n, threads,
         f"FnApiRunner (local, {direct.direct_running_mode}, {n} worker(s) x {threads} torch thread(s))")

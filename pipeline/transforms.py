@@ -15,7 +15,9 @@ WriteVideoTables       three Parquet files per video, temp then commit     ``tab
                                                                             ``rows_written_*``
 MarkDone               the done marker, written last; releases the claim   ``videos_ok|partial|
                                                                             failed``, ``tracks``,
-                                                                            ``error_type.<kind>``
+                                                                            ``error_type.<kind>``,
+                                                                            ``video_ms``, ``cpu_ms``,
+                                                                            distributions per video
 =====================  ==========================================================================
 """
 
@@ -314,6 +316,7 @@ class _MarkDoneFn(beam.DoFn):
         self.frames = _counter("frames_labelled")
         self.tracks = _counter("tracks")
         self.not_written = _counter("videos_not_written")
+        self.figures = _VideoFigures()
 
     def process(self, labels: VideoLabels) -> Iterator[dict[str, Any]]:
         row = labels.video_row
@@ -327,6 +330,11 @@ class _MarkDoneFn(beam.DoFn):
             "provenance_key": row["provenance_key"],
             "tables": [spec.name for spec in TABLES],
             "job_id": self.claims.job_id if self.claims else None,
+            # what the launcher's progress and summary read (pipeline/progress.py)
+            "duration_s": row.get("duration_s"),
+            "model_seconds": row.get("model_seconds"),
+            "decode_seconds": row.get("decode_seconds"),
+            "cpu_seconds": labels.cpu_seconds,
         }
         path = self.layout.done_path(labels.video_id)
         try:
@@ -342,7 +350,37 @@ class _MarkDoneFn(beam.DoFn):
         if labels.status != "failed":
             self.frames.inc(int(row["frames_decoded"]))
         self.tracks.inc(int(row["num_tracks"]))
+        self.figures.update(labels)
         yield marker
+
+
+class _VideoFigures:
+    """Per-video Beam metrics of every video recorded done (Dataflow shows them on the job page):
+    distributions ``frames_per_video``, ``tracks_per_video``, ``video_ms_per_video`` (duration),
+    ``model_fps`` (frames per model second), ``cpu_ms_per_video``; counters ``video_ms``,
+    ``model_ms``, ``cpu_ms`` (sums: CPU or model seconds per video-minute = cpu_ms / video_ms x 60)."""
+
+    def __init__(self) -> None:
+        dist = lambda name: Metrics.distribution(METRICS_NAMESPACE, name)  # noqa: E731
+        self.frames, self.tracks = dist("frames_per_video"), dist("tracks_per_video")
+        self.duration, self.fps, self.cpu = dist("video_ms_per_video"), dist("model_fps"), dist("cpu_ms_per_video")
+        self.video_ms, self.model_ms, self.cpu_ms = _counter("video_ms"), _counter("model_ms"), _counter("cpu_ms")
+
+    def update(self, labels: VideoLabels) -> None:
+        row = labels.video_row
+        frames = int(row["frames_decoded"]) if labels.status != "failed" else 0
+        self.frames.update(frames)
+        self.tracks.update(int(row["num_tracks"]))
+        model_s = float(row.get("model_seconds") or 0.0)
+        self.model_ms.inc(int(model_s * 1000))
+        if row.get("duration_s"):
+            self.duration.update(int(row["duration_s"] * 1000))
+            self.video_ms.inc(int(row["duration_s"] * 1000))
+        if frames and model_s > 0:
+            self.fps.update(int(round(frames / model_s)))
+        if labels.cpu_seconds is not None:
+            self.cpu.update(int(labels.cpu_seconds * 1000))
+            self.cpu_ms.inc(int(labels.cpu_seconds * 1000))
 
 
 class MarkDone(beam.PTransform):
