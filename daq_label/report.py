@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import posixpath
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -167,7 +168,11 @@ def write_report(output: Output, dest: str, settings: ReportSettings = ReportSet
 
     data = collect_report(output, settings, storage_options)
     page = render_report(data).encode("utf-8")
-    with fsspec.open(dest, "wb", **(storage_options or {})) as handle:
+    fs, path = fsspec.core.url_to_fs(dest, **(storage_options or {}))
+    parent = posixpath.dirname(path)
+    if parent and "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+        fs.makedirs(parent, exist_ok=True)  # object stores have no directories to make
+    with fs.open(path, "wb") as handle:
         handle.write(page)
     shown = sum(len(t.images) for t in data.thumbnails.values())
     logger.info("report: %d video(s), %d thumbnail(s), %d bytes -> %s", len(data.videos), shown, len(page), dest)

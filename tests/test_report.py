@@ -166,3 +166,16 @@ def test_report_of_a_non_output_exits_2(tmp_path: Path, caplog: pytest.LogCaptur
     assert cli_main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
     assert "is not a daq-label output" in caplog.text
     assert not (tmp_path / "r.html").exists()
+
+
+def test_report_to_an_fsspec_url_and_a_new_directory(labelled_output: Path, tmp_path: Path) -> None:  # noqa: F811
+    import fsspec
+
+    assert cli_main(["report", str(labelled_output), "--out", "memory://reports/r.html", "--thumbnails", "0"]) == 0
+    with fsspec.open("memory://reports/r.html", "rb") as handle:
+        page = handle.read().decode()
+    assert page.startswith("<!DOCTYPE html>") and "not_a_video.mp4" in page and "<img" not in page
+    nested = tmp_path / "a" / "b" / "report.html"
+    assert cli_main(["report", str(labelled_output), "--out", str(nested), "--thumbnails", "1",
+                     "--frames-per-video", "2"]) == 0
+    assert nested.read_text().count("<img ") == 2
