@@ -17,6 +17,8 @@ import argparse
 import logging
 from typing import Any
 
+from jobs import label_progress
+
 from jobs.label_limits import add_limit_arguments, limits_from_args
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--skip-model-check", action="store_true",
                      help="do not load the model once before starting (faster start; a bad "
                           "checkpoint then fails on the workers)")
+    label_progress.add_arguments(parser)
     long_videos = parser.add_argument_group("long videos (docs/long_videos.md)")
     long_videos.add_argument("--chunk-frames", type=int, metavar="N", default=0,
                              help="label a video whose header says it has more than N frames as "
@@ -170,11 +173,17 @@ def run(args: argparse.Namespace) -> int:
     if args.max_failed_fraction is not None and not 0 <= args.max_failed_fraction <= 1:
         logger.error("--max-failed-fraction must be between 0 and 1")
         return 2
+    problem = label_progress.check_arguments(args)
+    if problem:
+        logger.error("%s", problem)
+        return 2
+    label_progress.set_launcher_log_level(args)
+    worker_log_level = label_progress.worker_log_level(args)
     quiet_storage_tracebacks()
     try:
         storage_options = parse_storage_options(args.storage_option)
         beam_args = remote_beam_args(beam_args, args.gpu)
-        setup = runner_setup(beam_args, args.workers)
+        setup = runner_setup(beam_args, args.workers, worker_log_level)
         spec = resolve_model(args.checkpoint, args.config, args.model_name, storage_options)
         if args.no_merge_fragments:
             spec = without_fragment_merging(spec)
@@ -188,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
                        skip_bad_input_lines=args.skip_bad_input_lines, storage_options=storage_options,
                        chunking=ChunkSettings(args.chunk_frames, args.chunk_overlap),
                        isolation=IsolationSettings(not args.no_isolation, args.video_timeout,
-                                                   args.video_timeout_per_second),
+                                                   args.video_timeout_per_second,
+                                                   log_level=worker_log_level),
                        claim_settings=ClaimSettings(args.claim_ttl, args.max_attempts))
     except (JobSetupError, ModelSourceError, ValueError) as exc:
         logger.error("%s", exc)
@@ -198,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     # worker logs reach stderr directly; Beam's relayed copies are duplicates
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     try:
-        summary = job.run(setup, check_model=not args.skip_model_check)
+        summary, figures = label_progress.run_watched(job, setup, args)
     except (JobSetupError, ModelSourceError) as exc:
         logger.error("%s", exc)
         return 2
@@ -209,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             logger.exception("the label job failed")
         return 1
-    print(summary.line())
+    label_progress.print_summary(summary, figures, args)
     if summary.not_written:
         return 1
     if args.max_failed_fraction is not None and summary.videos \
