@@ -23,7 +23,7 @@ import base64
 import io
 import logging
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,8 +32,10 @@ from PIL import Image
 
 from daq_label.filters import TrackFilter
 from daq_label.output import Output
-from daq_label.overlay import OverlayStyle, draw_overlay, evenly_spaced, labelled_frames, scaled
-from daq_label.review_queue import VIDEO_KEYS, worst_videos
+from daq_label.overlay import draw_overlay, evenly_spaced, labelled_frames, scaled
+from daq_label.report_data import ReportData, ReportSettings, Thumbnails
+from daq_label.report_html import render_report
+from daq_label.review_queue import worst_videos
 from pipeline.model_source import package_version
 
 logger = logging.getLogger(__name__)
@@ -43,45 +45,6 @@ VIDEO_COLUMNS = ("video_id", "source_url", "status", "error_type", "error_messag
                  "decode_seconds", "model_seconds", "num_tracks", "num_tracker_tracks",
                  "short_fragments", "appear_events", "disappear_events", "mean_score")
 JPEG_QUALITY = 82
-
-
-@dataclass(frozen=True)
-class ReportSettings:
-    thumbnails: int = 12            # videos with thumbnails, least confident first
-    frames_per_video: int = 3       # thumbnails per video, spread over its frames
-    thumb_width: int = 240          # pixels
-    max_rows: int = 1000            # rows of the per-video tables (the rest are counted)
-    rank: str = "mean_score"        # review_queue ranking: mean_score | short_fragments | events
-    style: OverlayStyle = field(default_factory=lambda: OverlayStyle(font_size=10))
-
-    def check(self) -> None:
-        if self.rank not in VIDEO_KEYS:
-            raise ValueError(f"unknown ranking {self.rank!r}; choose from {', '.join(VIDEO_KEYS)}")
-        if self.thumbnails < 0 or self.frames_per_video < 1 or self.thumb_width < 16 or self.max_rows < 1:
-            raise ValueError("--thumbnails >= 0, --frames-per-video >= 1, --thumb-width >= 16 and "
-                             "--max-rows >= 1 are needed")
-
-
-@dataclass(frozen=True)
-class Thumbnails:
-    video_id: str
-    images: tuple[tuple[int, str], ...]    # (frame index, data URI)
-    error: str | None = None               # why frames could not be shown
-
-
-@dataclass(frozen=True)
-class ReportData:
-    url: str
-    generated_utc: str
-    provenance: dict[str, Any] | None
-    shipped_model: bool
-    videos: list[dict[str, Any]]           # VIDEO_COLUMNS of every video
-    tracks: list[dict[str, Any]]           # track_summary: video_id, track_id, score, frames_present
-    queue: list[dict[str, Any]]            # review_queue rows, least confident first (not failed)
-    thumbnails: dict[str, Thumbnails]
-    settings: ReportSettings
-    class_names: tuple[str, ...] = ()
-    tool_version: str = ""                 # daq-label that wrote the page
 
 
 def is_shipped_model(provenance: dict[str, Any] | None) -> bool:
@@ -164,8 +127,6 @@ class ReportResult:
 def write_report(output: Output, dest: str, settings: ReportSettings = ReportSettings(),
                  storage_options: dict[str, Any] | None = None) -> ReportResult:
     """Collect, render and write the page to ``dest`` (a local path or any fsspec URL)."""
-    from daq_label.report_html import render_report
-
     data = collect_report(output, settings, storage_options)
     page = render_report(data).encode("utf-8")
     fs, path = fsspec.core.url_to_fs(dest, **(storage_options or {}))

@@ -9,7 +9,7 @@ import posixpath
 from collections import Counter
 from typing import Any, Iterable, Sequence
 
-from daq_label.report import ReportData
+from daq_label.report_data import ReportData
 from daq_label.report_charts import histogram_svg, integer_bins, score_bins
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
