@@ -146,3 +146,13 @@ def test_draw_overlay_touches_masks_and_labels_only() -> None:
     assert not ((no_labels != image).any(axis=2) & ~masks.any(axis=0)).any()
     with pytest.raises(ValueError):
         draw_overlay(image[:100], frame)
+
+
+def test_odd_frame_sizes_are_padded_for_h264() -> None:
+    from daq_label.preview import _even
+
+    image = np.full((183, 321, 3), 200, np.uint8)
+    padded = _even(image)
+    assert padded.shape == (184, 322, 3)
+    assert (padded[:183, :321] == image).all() and not padded[183].any() and not padded[:, 321].any()
+    assert _even(padded) is padded

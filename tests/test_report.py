@@ -179,3 +179,20 @@ def test_report_to_an_fsspec_url_and_a_new_directory(labelled_output: Path, tmp_
     assert cli_main(["report", str(labelled_output), "--out", str(nested), "--thumbnails", "1",
                      "--frames-per-video", "2"]) == 0
     assert nested.read_text().count("<img ") == 2
+
+
+def test_report_survives_sources_that_no_longer_decode(labelled_output: Path, tmp_path: Path,  # noqa: F811
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import daq_label.overlay
+    from pipeline.decode import VideoError
+
+    class Gone:
+        def __init__(self, url: str, *args: Any, **kwargs: Any) -> None:
+            raise VideoError("unreadable", f"{url}: file does not exist")
+
+    monkeypatch.setattr(daq_label.overlay, "StreamingDecoder", Gone)
+    data = collect_report(open_output(str(labelled_output)), ReportSettings(thumbnails=5))
+    assert len(data.thumbnails) == 2
+    assert all(not t.images and "file does not exist" in (t.error or "") for t in data.thumbnails.values())
+    page = render_report(data)
+    assert page.count('class="note thumb-error"') == 2 and "<img" not in page
