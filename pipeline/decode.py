@@ -242,7 +242,8 @@ class StreamingDecoder:
                         if width > 0 and height > 0 else (0, 0))
             self._reject(self.limits.check_frame(width, height, "the header's frames")
                          or self.limits.check_length(info.frames_expected, info.duration_s, info.fps,
-                                                     *labelled, chunked=self.chunked))
+                                                     *labelled, chunked=self.chunked,
+                                                     file_bytes=info.file_bytes))
 
     def _reject(self, rejection: Any) -> None:
         if rejection is not None:

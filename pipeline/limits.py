@@ -124,9 +124,21 @@ class VideoLimits:
                                                "per video is spent (--pixel-budget)")
 
     def check_length(self, frames: int | None, duration_s: float | None, fps: float | None,
-                     width: int, height: int, chunked: bool = False) -> Rejection | None:
+                     width: int, height: int, chunked: bool = False,
+                     file_bytes: int | None = None) -> Rejection | None:
         """Length checks from the header: ``frames`` expected, ``duration_s``, at the labelled
-        size ``width`` x ``height`` (0: unknown, no pixel-budget check)."""
+        size ``width`` x ``height`` (0: unknown, no pixel-budget check). A file of fewer bytes
+        than the frames its header claims cannot hold them: the message says the header is
+        probably damaged."""
+        rejection = self._check_length(frames, duration_s, fps, width, height, chunked)
+        if rejection is not None and frames and file_bytes is not None and file_bytes < frames:
+            return Rejection(rejection.kind, f"{rejection.message}; but the file has only "
+                                             f"{file_bytes} bytes, less than one per frame: its "
+                                             "header is probably damaged")
+        return rejection
+
+    def _check_length(self, frames: int | None, duration_s: float | None, fps: float | None,
+                      width: int, height: int, chunked: bool) -> Rejection | None:
         if duration_s is None and frames and fps is None:
             duration_s = frames / ASSUMED_FPS
         elif duration_s is None and frames and fps:

@@ -143,6 +143,10 @@ def test_file_size_duration_and_pixel_budget_are_checked_on_the_header(tmp_path:
         _open(video, VideoLimits(pixel_budget=64 * 48 * 49), chunked=True)
     assert caught.value.kind == PIXEL_BUDGET
     _open(video, VideoLimits(pixel_budget=64 * 48 * 50, max_frames=50)).close()
+    # a header claiming more frames than the file has bytes is called damaged
+    damaged = VideoLimits().check_length(524296, None, 25.0, 64, 48, file_bytes=30000)
+    assert damaged.kind == TOO_LONG and "header is probably damaged" in damaged.message
+    assert "damaged" not in VideoLimits().check_length(524296, None, 25.0, 64, 48, file_bytes=10 ** 7).message
 
 
 def test_a_stream_without_length_stops_at_the_cap_and_is_partial(tmp_path: Path) -> None:
