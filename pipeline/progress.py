@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import threading
 import time
@@ -310,7 +311,15 @@ class BarReporter:
     def __init__(self, stream: TextIO, mininterval_s: float = 0.5) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=None, unit="video", desc="labelling", file=stream, dynamic_ncols=True,
+        try:
+            size = os.get_terminal_size(stream.fileno())
+            sized = size.columns > 0 and size.lines > 0
+        except (AttributeError, OSError, ValueError):
+            sized = False
+        # a terminal that reports no size (some pseudo-terminals) gets a fixed one: tqdm draws
+        # nothing on a 0-column or 0-row screen
+        self.bar = tqdm(total=None, unit="video", desc="labelling", file=stream, dynamic_ncols=sized,
+                        ncols=None if sized else 100, nrows=None if sized else 24,
                         mininterval=mininterval_s, smoothing=0.1, leave=True)
 
     def update(self, progress: Progress) -> None:

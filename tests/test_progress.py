@@ -195,9 +195,10 @@ watcher.stop()
 """
 
 
-def test_tqdm_bar_draws_on_a_terminal(tmp_path: Path) -> None:
+@pytest.mark.parametrize("columns", [120, 0])  # 0: a pseudo-terminal that reports no size
+def test_tqdm_bar_draws_on_a_terminal(tmp_path: Path, columns: int) -> None:
     leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 columns
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24 if columns else 0, columns, 0, 0))
     proc = subprocess.Popen([sys.executable, "-c", BAR_SCRIPT, str(tmp_path / "out")], cwd=ROOT,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower)
     os.close(follower)
