@@ -155,11 +155,16 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.job import JobSetupError, LabelJob
     from pipeline.labeler import LabelSettings
     from pipeline.model_source import ModelSourceError, resolve_model, without_fragment_merging
-    from pipeline.runner import runner_setup
+    from pipeline.runner import register_runner_options, runner_setup
     from pipeline.dataflow import remote_beam_args
     from pipeline.storage_access import parse_storage_options, quiet_storage_tracebacks
 
     beam_args = list(getattr(args, "beam_args", []) or [])
+    try:
+        register_runner_options(beam_args)  # --dask_client_address ... parse with --runner DaskRunner
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 2
     unknown = _unknown_beam_args(beam_args)
     if unknown:
         logger.error("unknown option(s) %s: neither a 'daq-label label' option nor a Beam pipeline "

@@ -8,6 +8,11 @@ Beam's in-process portable runner, ``FnApiRunner`` (what the DirectRunner falls 
 ``--direct_running_mode multi_processing`` and one SDK worker process per available core unless
 the options say otherwise; each worker process loads the model once and runs PyTorch with
 ``cores / workers`` threads.
+
+``--runner DaskRunner --dask_client_address tcp://HOST:8786`` runs the job on a Dask cluster with
+:class:`pipeline.dask_runner.DaskClusterRunner` (Beam's DaskRunner made able to run this graph;
+``pip install 'daq-label[dask]'``). Like the local runner, the launcher waits for it and prints
+the summary. Every other runner (Dataflow) is a remote service the job is submitted to.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ from apache_beam.options.pipeline_options import (
 )
 
 LOCAL_RUNNERS = ("directrunner", "switchingdirectrunner", "fnapirunner")
+#: ``--runner`` values (lower case) that run the job on a Dask cluster (pipeline/dask_runner.py)
+DASK_RUNNERS = ("daskrunner", "apache_beam.runners.dask.dask_runner.daskrunner",
+                "pipeline.dask_runner.daskclusterrunner")
+DASK_INSTALL_HINT = "pip install 'daq-label[dask]'"
 
 
 def available_cores() -> int:
@@ -33,10 +42,30 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def runner_name(beam_args: Sequence[str]) -> str:
+    """The ``--runner`` the arguments name (Beam's default: DirectRunner)."""
+    return PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or "DirectRunner"
+
+
+def register_runner_options(beam_args: Sequence[str]) -> None:
+    """Import the options of the runner the arguments name where Beam does not know them by
+    default (the Dask options: ``--dask_client_address`` ...), so that they parse. ValueError
+    when that runner is not installed."""
+    if runner_name(beam_args).lower() not in DASK_RUNNERS:
+        return
+    try:
+        import dask.distributed  # noqa: F401  (Beam's Dask module skips it silently when missing)
+        from apache_beam.runners.dask import dask_runner  # noqa: F401  (registers DaskOptions)
+    except ImportError as exc:
+        raise ValueError(f"--runner DaskRunner needs Dask: {DASK_INSTALL_HINT} ({exc})") from None
+
+
 @dataclass
 class RunnerSetup:
     """Options, the runner object to pass to ``beam.Pipeline`` (None: Beam creates it from the
-    options) and a description for logs."""
+    options) and a description for logs. ``local``: the launcher runs the pipeline and waits for
+    it (the local FnApiRunner, a Dask cluster); False: the job is submitted to a service
+    (Dataflow)."""
 
     options: PipelineOptions
     runner: Any
@@ -50,11 +79,14 @@ def runner_setup(beam_args: Sequence[str], workers: int | None = None, log_level
     """Pipeline options from pass-through Beam arguments; for local runs, an explicit
     ``FnApiRunner`` using the available cores (``workers`` overrides the worker count).
     ``log_level``: of our loggers in the SDK worker processes."""
+    register_runner_options(beam_args)
     options = PipelineOptions(list(beam_args))
     explicit = options.get_all_options(drop_default=True)
-    runner_name = options.view_as(StandardOptions).runner or "DirectRunner"
-    if runner_name.lower() not in LOCAL_RUNNERS:
-        return RunnerSetup(options, None, False, 0, 0, f"{runner_name} (from the pipeline options)")
+    name = options.view_as(StandardOptions).runner or "DirectRunner"
+    if name.lower() in DASK_RUNNERS:
+        return _dask_setup(options, workers)
+    if name.lower() not in LOCAL_RUNNERS:
+        return RunnerSetup(options, None, False, 0, 0, f"{name} (from the pipeline options)")
     if options.view_as(StandardOptions).streaming:
         raise ValueError("the label job is a batch job; --streaming is not supported locally")
     direct = options.view_as(DirectOptions)
@@ -78,6 +110,23 @@ def runner_setup(beam_args: Sequence[str], workers: int | None = None, log_level
         options, _fnapi_runner(options), True, n, threads,
         f"FnApiRunner (local, {direct.direct_running_mode}, {n} worker(s) x {threads} torch thread(s))")
 
+
+
+def _dask_setup(options: PipelineOptions, workers: int | None) -> RunnerSetup:
+    """The Dask cluster runner; its workers are the cluster's (Dask's nanny gives each worker
+    process one OpenMP/MKL thread unless the cluster says otherwise)."""
+    if workers is not None:
+        raise ValueError("--workers is for the local runner; a Dask cluster has its own workers "
+                         "(dask worker --nworkers N --nthreads 1)")
+    if options.view_as(StandardOptions).streaming:
+        raise ValueError("the label job is a batch job; --streaming is not supported on Dask")
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+
+    from pipeline.dask_runner import DaskClusterRunner
+
+    address = options.view_as(DaskOptions).address
+    where = address or "a LocalCluster started for this run"
+    return RunnerSetup(options, DaskClusterRunner(), True, 0, 0, f"DaskRunner (Dask cluster: {where})")
 
 
 def _fnapi_runner(options: PipelineOptions) -> Any:
