@@ -40,6 +40,11 @@ Examples:
   daq-label label samples/videos out/samples            # the bundled corpus and model
   daq-label label videos.txt out/labels --workers 2 --skip-bad-input-lines
   daq-label label clips/ out/ovis --checkpoint model_ovis_offline_r50.pth --config ovis_offline_r50
+  daq-label label samples/videos out/samples --cost-per-hour 0.05   # corpus cost projected in the summary
+
+Progress: a bar on a terminal, else a log line every --progress-every seconds. The run ends with
+a summary (counts by status and error_type, frames, tracks, wall time, CPU-seconds per
+video-minute, the whole corpus's CPU-hours projected from this run) and the one-line summary.
 
 The bundled model was trained on synthetic shapes only: on real footage it shows the pipeline
 working, not useful labels. Pass an official DVIS-DAQ checkpoint for real labels.

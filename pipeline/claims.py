@@ -18,8 +18,9 @@ deterministic name and is committed whole, so a second labelling replaces, never
 A claim of a job that died lapses when it expires (``ttl_s``), at once on the same host (its
 process is gone). Claims of the same job (a retried bundle) are taken over.
 
-**Attempts (poison-video quarantine).** After claiming, the job writes an attempt marker; the
-done marker removes the video's attempts. A video that already has ``max_attempts`` markers was
+**Attempts (poison-video quarantine).** Just before a video's labelling starts, the worker
+writes an attempt marker, and removes it when labelling comes back (whatever its status); the done
+marker removes any left. A video that already has ``max_attempts`` markers was
 started that often and never finished (its worker died each time: a crash isolation could not
 catch, the job killed): it is recorded failed, ``repeated_worker_crash``, without being run
 again, so a retried bundle always makes progress.
@@ -205,11 +206,23 @@ class VideoClaims:
         except FileNotFoundError:
             return 0
 
-    def record_attempt(self, video_id: str) -> None:
+    def record_attempt(self, video_id: str) -> str:
+        """Mark that labelling of the video starts now; returns the marker's path for
+        :meth:`end_attempt`."""
         path = join(self.attempt_dir(video_id), f"{uuid.uuid4().hex}.json")
         self.layout.fs.makedirs(self.attempt_dir(video_id), exist_ok=True)
         self.layout.fs.pipe_file(path, json.dumps({"job_id": self.job_id, "host": HOST,
                                                    "pid": os.getpid(), "started_at": time.time()}).encode())
+        return path
+
+    def end_attempt(self, path: str) -> None:
+        """Labelling came back (with any status): that start no longer counts against the video,
+        whatever later happens to the bundle it is in (a crash of another video in the same
+        bundle loses its result, not its good name)."""
+        try:
+            self.layout.fs.rm_file(path)
+        except FileNotFoundError:
+            pass
 
 
 class _ClaimKeeper:

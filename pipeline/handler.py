@@ -33,9 +33,10 @@ from pipeline.isolation import (  # noqa: F401 - load_predictor, resolve_device:
     parse_faults,
     resolve_device,
 )
-from pipeline.labeler import LabelSettings, label_video
+from pipeline.labeler import LabelSettings, failed_labels, label_video
 from pipeline.model_source import ModelSpec
 from pipeline.tables import Provenance, VideoLabels
+from pipeline.claims import REPEATED_WORKER_CRASH, VideoClaims
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ class DAQModelHandler(ModelHandler[VideoRef, VideoLabels, LoadedModel]):
 
     def __init__(self, spec: ModelSpec, provenance: Provenance, settings: LabelSettings,
                  device: str = "auto", torch_threads: int = 0,
-                 isolation: IsolationSettings | None = None) -> None:
+                 isolation: IsolationSettings | None = None, claims: VideoClaims | None = None) -> None:
         super().__init__(min_batch_size=1, max_batch_size=1)
+        self._claims = claims  # attempt markers around each video's labelling (quarantine)
         self._isolation = isolation or IsolationSettings()
         self._spec = spec
         self._provenance = provenance
@@ -87,7 +89,14 @@ class DAQModelHandler(ModelHandler[VideoRef, VideoLabels, LoadedModel]):
         for ref in batch:
             isolated = isinstance(model, IsolatedLabeler)
             clock = CpuClock.start(model.pid if isolated else None)  # type: ignore[union-attr]
+            if ref.quarantined is not None:  # it kept killing its worker: never run again
+                yield PredictionResult(ref, failed_labels(ref, self._provenance, REPEATED_WORKER_CRASH,
+                                                          ref.quarantined), model_id=self._provenance.key)
+                continue
+            attempt = self._claims.record_attempt(ref.video_id) if self._claims is not None else None
             labels = self.label(ref, model)
+            if attempt is not None:
+                self._claims.end_attempt(attempt)
             cpu = clock.seconds(model.pid if isolated else None)  # type: ignore[union-attr]
             if cpu is not None:  # decode + model + masks of this video (pipeline/cpu_time.py)
                 labels = dataclasses.replace(labels, cpu_seconds=round(cpu, 3))

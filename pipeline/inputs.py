@@ -61,11 +61,14 @@ class InputError(ValueError):
 @dataclass(frozen=True)
 class VideoRef:
     """One video to label: its id and canonical URL. ``input_error`` is set for a malformed
-    URL-list line kept by ``skip_bad_lines``: such a video is recorded failed, never opened."""
+    URL-list line kept by ``skip_bad_lines``: such a video is recorded failed, never opened.
+    ``quarantined`` is set by ClaimVideos for a video that kept killing its worker: it is
+    recorded failed (``repeated_worker_crash``) with that message, never run again."""
 
     video_id: str
     url: str
     input_error: str | None = None
+    quarantined: str | None = None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from pipeline.runner import RunnerSetup
 from pipeline.storage import OutputLayout
 from pipeline.storage_access import describe_storage_error
 from pipeline.tables import Provenance
-from pipeline.transforms import ERROR_TYPE_COUNTER, QUARANTINED, ClaimVideos
+from pipeline.transforms import ERROR_TYPE_COUNTER, ClaimVideos
 from pipeline.transforms import AssignVideoIds, LabelVideos, MarkDone, MatchVideos, SkipDone, WriteVideoTables
 from schemas.tables import TABLES
 
@@ -140,7 +140,7 @@ class LabelJob:
 
     def handler(self, torch_threads: int = 0) -> DAQModelHandler:
         return DAQModelHandler(self.model, self.provenance, self.settings, self.device, torch_threads,
-                               self.isolation)
+                               self.isolation, self.claims)
 
     def label_videos(self, torch_threads: int = 0) -> beam.PTransform:
         """LabelVideos; with chunking on, long videos fan out in chunks (pipeline/chunked.py)."""
@@ -159,9 +159,11 @@ class LabelJob:
                    | "SkipDone" >> SkipDone(self.layout, self.retry_failed)
                    | "Reshuffle" >> beam.Reshuffle()
                    | "ClaimVideos" >> ClaimVideos(self.claims, self.provenance, self.retry_failed))
-        labelled = claimed.to_label | "LabelVideos" >> self.label_videos(torch_threads)
-        return ((labelled, claimed[QUARANTINED])
-                | "WithQuarantined" >> beam.Flatten()
+        # one chain from here to MarkDone (no Flatten, no shuffle): Beam fuses it, so each
+        # video's tables and done marker are committed as soon as it is labelled, not at the
+        # end of its bundle (what a kill loses, what progress sees)
+        return (claimed
+                | "LabelVideos" >> self.label_videos(torch_threads)
                 | "WriteVideoTables" >> WriteVideoTables(self.layout)
                 | "MarkDone" >> MarkDone(self.layout, self.claims))
 

@@ -23,6 +23,7 @@ MarkDone               the done marker, written last; releases the claim   ``vid
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Iterable, Iterator
 
@@ -32,10 +33,9 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 
-from pipeline.claims import REPEATED_WORKER_CRASH, VideoClaims
+from pipeline.claims import VideoClaims
 from pipeline.handler import METRICS_NAMESPACE, DAQModelHandler
 from pipeline.inputs import InputSpec, VideoRef, make_ref
-from pipeline.labeler import failed_labels
 from pipeline.storage import OutputLayout, is_fatal_write_error
 from pipeline.tables import Provenance, VideoLabels, videos_table
 from schemas.tables import TABLES
@@ -44,8 +44,6 @@ logger = logging.getLogger(__name__)
 
 #: Counter name prefix of the counts by ``videos.error_type`` (``error_type.timeout``, ...)
 ERROR_TYPE_COUNTER = "error_type."
-#: Tagged output of ClaimVideos: videos recorded failed without being run (quarantine)
-QUARANTINED = "quarantined"
 
 #: Target uncompressed bytes per Parquet row group (readers fetch and decode row groups whole).
 ROW_GROUP_BYTES = 64 * 1024 * 1024
@@ -187,11 +185,11 @@ class _ClaimFn(beam.DoFn):
                        "worker labelling it died); recorded failed without running it again "
                        "(--max-attempts; --retry-failed labels it again)")
             logger.error("%s (%s): quarantined: %s", ref.url, ref.video_id, message)
-            yield beam.pvalue.TaggedOutput(QUARANTINED, failed_labels(
-                ref, self.provenance, REPEATED_WORKER_CRASH, message))
+            # through LabelVideos like any video (recorded failed there, never run): one chain
+            # of steps, so each video's results are committed as soon as it is labelled
+            yield dataclasses.replace(ref, quarantined=message)
             return
-        claims.record_attempt(ref.video_id)
-        yield ref
+        yield ref  # the attempt is recorded when its labelling starts (DAQModelHandler)
 
     def _done_meanwhile(self, video_id: str) -> bool:
         layout = self.claims.layout
@@ -209,8 +207,8 @@ class _ClaimFn(beam.DoFn):
 
 class ClaimVideos(beam.PTransform):
     """Claim each video before it starts (concurrent jobs split the work) and quarantine videos
-    that were started ``max_attempts`` times without finishing. Main output: VideoRefs to label;
-    tagged output :data:`QUARANTINED`: failed VideoLabels to write as they are."""
+    that were started ``max_attempts`` times without finishing: VideoRefs to label, quarantined
+    ones marked (``VideoRef.quarantined``) for LabelVideos to record failed without running."""
 
     def __init__(self, claims: VideoClaims, provenance: Provenance, retry_failed: bool = False) -> None:
         super().__init__()
@@ -218,9 +216,8 @@ class ClaimVideos(beam.PTransform):
         self.provenance = provenance
         self.retry_failed = retry_failed
 
-    def expand(self, refs):  # -> DoOutputsTuple (no annotation: Beam reads it as a type hint)
-        return refs | "Claim" >> beam.ParDo(_ClaimFn(self.claims, self.provenance, self.retry_failed)) \
-            .with_outputs(QUARANTINED, main="to_label")
+    def expand(self, refs: beam.PCollection) -> beam.PCollection:
+        return refs | "Claim" >> beam.ParDo(_ClaimFn(self.claims, self.provenance, self.retry_failed))
 
 
 class LabelVideos(beam.PTransform):

@@ -33,7 +33,7 @@ from tests.storage_servers import gcs_server  # noqa: E402,F401 - the server fix
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = ["--dry_run=True", "--no_auth"]
-TRANSFORMS = ("MatchVideos", "AssignVideoIds", "SkipDone", "Reshuffle", "ClaimVideos", "LabelVideos", "WithQuarantined",
+TRANSFORMS = ("MatchVideos", "AssignVideoIds", "SkipDone", "Reshuffle", "ClaimVideos", "LabelVideos",
               "WriteVideoTables", "MarkDone")
 
 

@@ -18,7 +18,7 @@ from pipeline.runner import runner_setup
 ROOT = Path(__file__).resolve().parents[1]
 CASE = ROOT / "tests" / "data" / "reference_case1" / "online"
 EDGE = ROOT / "tests" / "data" / "videos_edge"
-STEPS = ["MatchVideos", "AssignVideoIds", "SkipDone", "Reshuffle", "ClaimVideos", "LabelVideos", "WithQuarantined", "WriteVideoTables", "MarkDone"]
+STEPS = ["MatchVideos", "AssignVideoIds", "SkipDone", "Reshuffle", "ClaimVideos", "LabelVideos", "WriteVideoTables", "MarkDone"]
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +75,32 @@ def test_step_counters_and_resume(spec, tmp_path: Path) -> None:
     third = run()
     assert third["failed_videos_retried"] == 3 and third["videos_failed"] == 3
     assert third.get("videos_already_done", 0) == 0
+
+
+def test_each_video_is_committed_before_the_next_starts(spec, tmp_path: Path, monkeypatch) -> None:
+    """Labelling, tables and the done marker form one fused chain: when a video's labelling
+    starts, every video labelled before it is already done on disk (not buffered until the end
+    of the bundle, which a kill would lose and progress could not see)."""
+    from pipeline.handler import DAQModelHandler
+    from pipeline.isolation import IsolationSettings
+
+    names = ["not_a_video.mp4", "empty.mp4", "audio_only.m4a", "one_frame.mp4"]
+    listing = tmp_path / "videos.txt"
+    listing.write_text("".join(f"{EDGE / n}\n" for n in names))
+    out = tmp_path / "out"
+    done_when_started: list[int] = []
+    real_label = DAQModelHandler.label
+
+    def label(self, ref, model):
+        done_when_started.append(len(list((out / "_done").glob("*.json"))) if (out / "_done").exists() else 0)
+        return real_label(self, ref, model)
+
+    monkeypatch.setattr(DAQModelHandler, "label", label)
+    job = LabelJob(str(listing), str(out), spec, isolation=IsolationSettings(enabled=False))
+    job.prepare_output()
+    setup = runner_setup([], workers=1)  # in-memory: the handler runs in this process
+    pipeline = beam.Pipeline(runner=setup.runner, options=setup.options)
+    job.build(pipeline, InputSpec.resolve(str(listing)))
+    pipeline.run().wait_until_finish()
+    assert done_when_started == [0, 1, 2, 3]
+    assert len(list((out / "_done").glob("*.json"))) == 4
