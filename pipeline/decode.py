@@ -52,6 +52,7 @@ from pipeline.decode_report import (  # noqa: F401 - re-exported: decode.X is th
     StreamInfo,
     classify_decode,
 )
+from pipeline.container_size import declared_size
 from pipeline.limits import VideoLimits, scaled_size
 from pipeline.prefetch import Prefetcher, prefetch
 from pipeline.storage import is_local, url_to_fs
@@ -183,6 +184,11 @@ class StreamingDecoder:
         if self.limits is not None:
             self._reject(self.limits.check_file(size))
         try:
+            declared = declared_size(self._file, size)
+        except Exception as exc:  # noqa: BLE001 - optional evidence; the open below says what is wrong
+            logger.debug("%s: container size unknown: %s", self.url, exc)
+            declared = None
+        try:
             self._container = av.open(self._file, mode="r", metadata_errors="ignore")
         except av.error.InvalidDataError as exc:
             raise VideoError(NOT_A_VIDEO, f"{self.url}: not a video container FFmpeg can read "
@@ -235,6 +241,7 @@ class StreamingDecoder:
             frames_header=int(stream.frames) if stream.frames else None,
             file_bytes=int(size) if size is not None else None,
             start_s=start if start is not None and math.isfinite(start) else None,
+            declared_bytes=declared,
         )
         if self.limits is not None:
             info = self.info
@@ -381,7 +388,8 @@ class StreamingDecoder:
         if info is None:
             return
         info.frames_discarded = stats.discarded_packets
-        if self._read_to_end and not stats.demux_error and info.reached_end(stats.last_time):
+        if self._read_to_end and not stats.demux_error and info.reached_end(stats.last_time) \
+                and not info.file_cut:
             info.packets_complete = stats.packets - stats.discarded_packets
 
     def _batches(self) -> Iterator[FrameBatch]:

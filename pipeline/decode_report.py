@@ -9,13 +9,15 @@ shows, taken from the best evidence there is:
   are decoded, as references only, and not shown);
 * ``header``: the container's own frame count (MP4/MOV sample tables), when nothing was cut;
 * ``packets``: no header count, but the demuxer reached the end of the stream cleanly (no read
-  error, the last frame at the announced end): every packet the stream holds was read, one shown
-  frame each. This is exact for variable frame rate, where duration x rate is not;
+  error, the last frame at the announced end, the file as long as its container declares:
+  :mod:`pipeline.container_size`): every packet the stream holds was read, one shown frame
+  each. This is exact for variable frame rate, where duration x rate is not;
 * ``duration``: round(duration x rate), an estimate (tolerance max(1, 2%) frames), when the stream
   ended early or with an error, or before decoding.
 
 ``partial`` means frames were really lost: fewer frames than an exact count (or than the
-estimate beyond its tolerance), or packets that failed to decode, or a read error.
+estimate beyond its tolerance; no tolerance for a file shorter than its container declares), or
+packets that failed to decode, or a read error.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ class StreamInfo:
     start_s: float | None = None
     frames_discarded: int = 0  # packets the demuxer marked outside the edit list
     packets_complete: int | None = None  # packets read, when the whole stream was read cleanly
+    declared_bytes: int | None = None  # the size the container's structure declares (container_size)
+
+    @property
+    def file_cut(self) -> bool:
+        """The file is shorter than its container declares (cut: its last packets may be gone,
+        and reading to the cut looks like reaching the end)."""
+        return bool(self.declared_bytes and self.file_bytes is not None
+                    and self.file_bytes < self.declared_bytes)
 
     @property
     def frames_estimate(self) -> int | None:
@@ -136,9 +146,13 @@ def classify_decode(stats: DecodeStats, info: StreamInfo | None) -> tuple[str, s
         return "partial", stats.limit[0], stats.limit[1]
     expected, source = (info.frames_expected, info.frames_expected_source) if info else (None, None)
     if expected is not None and source != SOURCE_PACKETS:  # packets: a loss is a failed packet
-        tolerance = 0 if source in _EXACT else max(1, int(0.02 * expected))
+        # a cut file: any frame short of the estimate is lost, not the estimate's rounding
+        tolerance = 0 if source in _EXACT or info.file_cut else max(1, int(0.02 * expected))
         if expected - stats.frames > tolerance:
             detail = f"; first error: {stats.first_error}" if stats.first_error else ""
+            if info is not None and info.file_cut:
+                detail += (f"; the file has {info.file_bytes} of the {info.declared_bytes} bytes its "
+                           "container declares")
             return ("partial", TRUNCATED,
                     f"decoded {stats.frames} of {expected} expected frames ({source}; file "
                     f"truncated or damaged){detail}")

@@ -6,6 +6,7 @@ hang; plus the reasons the fuzzer found wanting, checked on files damaged the sa
 from __future__ import annotations
 
 import collections
+import io
 import json
 import os
 import signal
@@ -19,7 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import decode
-from pipeline.decode import StreamingDecoder, VideoError
+from pipeline.container_size import declared_size
+from pipeline.decode import StreamingDecoder, VideoError, classify_decode
 from pipeline.limits import LIMIT_KINDS
 from schemas.validate import validate_output
 from tests.fuzz_videos import EDGE, KINDS, copy_packets, generate, make_bases, mp4_boxes
@@ -106,6 +108,31 @@ def test_damaged_headers_get_clear_reasons(tmp_path: Path) -> None:
     (tmp_path / "nostream.mp4").write_bytes(one[:moov.offset + 20])  # moov cut before any track
     error = _open_error(tmp_path / "nostream.mp4")
     assert error.kind == decode.NOT_A_VIDEO and "found no stream" in str(error)
+
+
+def test_a_webm_cut_inside_its_last_cluster_is_partial(tmp_path: Path) -> None:
+    """What the fuzzer found (seed 0, files 0122 and 0162): a WebM cut inside its last cluster
+    lost its last frame without a read error and was recorded ok."""
+    base = copy_packets(EDGE / "odd_321x183.webm", tmp_path / "odd.webm")
+    data = base.read_bytes()
+    with open(base, "rb") as whole:
+        assert declared_size(whole, len(data)) == len(data)
+    cut = tmp_path / "odd_cut.webm"
+    cut.write_bytes(data[:11836])
+    with StreamingDecoder(str(cut), 4) as decoder:
+        frames = sum(len(b.frames) for b in decoder.batches())
+    assert decoder.info.declared_bytes == len(data) and decoder.info.file_cut
+    status, kind, message = classify_decode(decoder.stats, decoder.info)
+    assert (frames, status, kind) == (7, "partial", decode.TRUNCATED), message
+    assert f"11836 of the {len(data)} bytes" in message
+    with StreamingDecoder(str(base), 4) as decoder:
+        assert sum(len(b.frames) for b in decoder.batches()) == 8
+    assert classify_decode(decoder.stats, decoder.info)[0] == "ok" and not decoder.info.file_cut
+    # MP4: where the last top-level box ends; Matroska: the Segment's end
+    mp4 = make_video(tmp_path / "v.mp4", frames=4, size=(32, 32), gop=2).read_bytes()
+    assert declared_size(io.BytesIO(mp4), len(mp4)) == len(mp4)
+    assert declared_size(io.BytesIO(mp4[:-100]), len(mp4) - 100) == len(mp4)
+    assert declared_size(io.BytesIO(b"not a video at all"), 18) is None
 
 
 @pytest.mark.slow
