@@ -406,6 +406,10 @@ class StreamingDecoder:
                 self.stats.limit = self._cap_reason
                 logger.warning("%s: %s", self.url, self._cap_reason[1])
                 break
+            if getattr(frame, "is_corrupt", False):  # decoded with errors concealed
+                self.stats.corrupt_frames += 1
+                if self.stats.first_corrupt_frame is None:
+                    self.stats.first_corrupt_frame = index
             frames.append(self._to_rgb(frame))
             times.append(float(t) if t is not None else (index / fps if fps else float(index)))
             if t is not None and (self.stats.last_time is None or t > self.stats.last_time):

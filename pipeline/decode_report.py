@@ -15,9 +15,10 @@ shows, taken from the best evidence there is:
 * ``duration``: round(duration x rate), an estimate (tolerance max(1, 2%) frames), when the stream
   ended early or with an error, or before decoding.
 
-``partial`` means frames were really lost: fewer frames than an exact count (or than the
-estimate beyond its tolerance; no tolerance for a file shorter than its container declares), or
-packets that failed to decode, or a read error.
+``partial`` means frames were really lost or damaged: fewer frames than an exact count (or than
+the estimate beyond its tolerance; no tolerance for a file shorter than its container declares),
+packets that failed to decode, frames the decoder flagged corrupt (errors concealed: H.264,
+HEVC, MPEG-4 flag them; VP9 and AV1 do not), or a read error.
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ class DecodeStats:
     frames: int = 0
     packets: int = 0
     bad_packets: int = 0
+    corrupt_frames: int = 0  # frames the decoder output with errors concealed (FFmpeg's corrupt flag)
+    first_corrupt_frame: int | None = None
     discarded_packets: int = 0  # outside the edit list: decoded as references, not shown
     demux_error: str | None = None
     first_error: str | None = None
@@ -156,7 +159,12 @@ def classify_decode(stats: DecodeStats, info: StreamInfo | None) -> tuple[str, s
             return ("partial", TRUNCATED,
                     f"decoded {stats.frames} of {expected} expected frames ({source}; file "
                     f"truncated or damaged){detail}")
-    if stats.errors:
-        return ("partial", CORRUPT,
-                f"{stats.errors} packet(s) failed to decode; first error: {stats.first_error}")
+    if stats.errors or stats.corrupt_frames:
+        parts = []
+        if stats.errors:
+            parts.append(f"{stats.errors} packet(s) failed to decode; first error: {stats.first_error}")
+        if stats.corrupt_frames:
+            parts.append(f"{stats.corrupt_frames} frame(s) decoded with errors the decoder concealed "
+                         f"(damaged data; first: frame {stats.first_corrupt_frame})")
+        return "partial", CORRUPT, "; ".join(parts)
     return "ok", None, None

@@ -135,6 +135,22 @@ def test_a_webm_cut_inside_its_last_cluster_is_partial(tmp_path: Path) -> None:
     assert declared_size(io.BytesIO(b"not a video at all"), 18) is None
 
 
+def test_frames_decoded_with_concealed_errors_make_the_video_partial(tmp_path: Path) -> None:
+    """What the fuzzer found: bit flips inside H.264/HEVC/MPEG-4 data decode without an error,
+    the decoder concealing the damage, and were recorded ok (41 of the 133 ok videos at seed 0)."""
+    entries = generate(tmp_path, 74, SEED)
+    flipped = entries[73]
+    assert (flipped["base"], flipped["kind"]) == ("tiny_h264.mp4", "bitflip_middle")
+    with StreamingDecoder(str(tmp_path / flipped["name"]), 4) as decoder:
+        frames = sum(len(b.frames) for b in decoder.batches())
+    status, kind, message = classify_decode(decoder.stats, decoder.info)
+    assert frames == 8 and decoder.stats.errors == 0 and decoder.stats.corrupt_frames >= 1
+    assert (status, kind) == ("partial", decode.CORRUPT) and "concealed" in message
+    with StreamingDecoder(str(tmp_path / "_bases" / "tiny_h264.mp4"), 4) as decoder:
+        assert sum(len(b.frames) for b in decoder.batches()) == 8
+    assert decoder.stats.corrupt_frames == 0 and classify_decode(decoder.stats, decoder.info)[0] == "ok"
+
+
 @pytest.mark.slow
 def test_label_job_over_fuzzed_videos(tmp_path: Path) -> None:
     corpus = tmp_path / "fuzz"
