@@ -179,6 +179,85 @@ def test_summary_figures_and_cost_projection() -> None:
     assert nothing.projected_hours is None and "no video labelled by this run" in nothing.lines()[-1]
 
 
+def test_mark_done_beam_metrics(tmp_path: Path) -> None:
+    """The per-video figures Dataflow shows on the job page: counters and distributions in the
+    daq_label namespace, from MarkDone on a real (local) Beam runner; the markers carry them."""
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    from pipeline.handler import METRICS_NAMESPACE
+    from pipeline.tables import VideoLabels
+    from pipeline.transforms import MarkDone
+    from schemas.tables import TRACK_SUMMARY_V1, TRACKS_V1
+
+    def labels(vid: str, status: str, frames: int, duration: float | None, model: float, cpu: float | None):
+        row = {"video_id": vid, "source_url": f"file:///{vid}.mp4", "status": status,
+               "error_type": "not_a_video" if status == "failed" else None, "frames_decoded": frames,
+               "num_tracks": 3 if frames else 0, "provenance_key": "k", "duration_s": duration,
+               "model_seconds": model, "decode_seconds": 0.1}
+        return VideoLabels(vid, row, TRACKS_V1.empty_table(), TRACK_SUMMARY_V1.empty_table(), cpu)
+
+    layout = OutputLayout(str(tmp_path / "out"))
+    items = [labels("a", "ok", 60, 2.0, 4.0, 5.0), labels("b", "partial", 30, 1.5, 1.0, 2.5),
+             labels("c", "failed", 0, None, 0.0, None)]
+    pipeline = beam.Pipeline(runner=fn_runner.FnApiRunner())
+    _ = pipeline | beam.Create(items) | MarkDone(layout)
+    result = pipeline.run()
+    result.wait_until_finish()
+    metrics = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    counters = {m.key.metric.name: m.committed for m in metrics["counters"]}
+    dists = {m.key.metric.name: m.committed for m in metrics["distributions"]}
+    assert (counters["videos_ok"], counters["videos_partial"], counters["videos_failed"]) == (1, 1, 1)
+    assert counters["frames_labelled"] == 90 and counters["tracks"] == 6
+    assert counters["error_type.not_a_video"] == 1
+    assert (counters["video_ms"], counters["model_ms"], counters["cpu_ms"]) == (3500, 5000, 7500)
+    frames = dists["frames_per_video"]
+    assert (frames.count, frames.sum, frames.min, frames.max) == (3, 90, 0, 60)
+    assert (dists["model_fps"].min, dists["model_fps"].max) == (15, 30)
+    assert dists["video_ms_per_video"].count == 2 and dists["cpu_ms_per_video"].sum == 7500
+    assert dists["tracks_per_video"].sum == 6
+    marker = json.loads((tmp_path / "out" / "_done" / "a.json").read_text())
+    assert (marker["duration_s"], marker["model_seconds"], marker["cpu_seconds"]) == (2.0, 4.0, 5.0)
+
+
+BURN = """
+import sys, time
+print("ready", flush=True)
+sys.stdin.readline()
+start = time.process_time()
+while time.process_time() - start < 0.6:
+    pass
+print("burned", flush=True)
+time.sleep(30)
+"""
+
+
+def test_cpu_clock_measures_the_model_process() -> None:
+    from pipeline.cpu_time import CpuClock, process_cpu_seconds
+
+    child = subprocess.Popen([sys.executable, "-c", BURN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        clock = CpuClock.start(child.pid)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "burned"
+        seconds = clock.seconds(child.pid)
+        assert seconds is not None and 0.55 <= seconds <= 1.0, seconds  # its 0.6 s, not wall time
+        before = process_cpu_seconds(child.pid)
+        assert clock.seconds(None) is not None and clock.seconds(None) < 0.5  # child gone: own time only
+    finally:
+        child.kill()
+        child.wait()
+    assert before is not None and process_cpu_seconds(child.pid) is None  # reaped: no /proc entry
+    own = CpuClock.start(None)  # no model process: this process's CPU
+    start = time.process_time()
+    while time.process_time() - start < 0.2:
+        pass
+    assert 0.19 <= own.seconds(None) <= 0.5
+
+
 BAR_SCRIPT = """
 import sys, threading, time
 from pipeline.progress import BarReporter, OutputWatcher
