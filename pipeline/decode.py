@@ -113,7 +113,7 @@ class StreamingDecoder:
         self.chunked = chunked
         self.max_side = max_side if max_side is not None else (limits.max_side if limits else None)
         self._target: tuple[int, int] | None = None  # coded (width, height) frames are converted to
-        self._frame_cap: int | None = None  # frames the length limits allow
+        self._frame_cap: int | None = None  # frames the length limits allow, and why
         self._cap_reason: tuple[str, str] | None = None
         self.batch_size = batch_size
         self.storage_options = storage_options
@@ -244,13 +244,7 @@ class StreamingDecoder:
             declared_bytes=declared,
         )
         if self.limits is not None:
-            info = self.info
-            labelled = (scaled_size(width, height, self.max_side or max(width, height, 1))
-                        if width > 0 and height > 0 else (0, 0))
-            self._reject(self.limits.check_frame(width, height, "the header's frames")
-                         or self.limits.check_length(info.frames_expected, info.duration_s, info.fps,
-                                                     *labelled, chunked=self.chunked,
-                                                     file_bytes=info.file_bytes))
+            self._reject(self.limits.check_header(self.info, self.max_side, self.chunked))
 
     def _reject(self, rejection: Any) -> None:
         if rejection is not None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 FRAME_TOO_SMALL = "frame_too_small"
 ASPECT_RATIO = "aspect_ratio"
@@ -108,6 +109,16 @@ class VideoLimits:
                                            f"{longer / shorter:.1f}:1, over the maximum of "
                                            f"{self.max_aspect:g}:1 (--max-aspect-ratio)")
         return None
+
+    def check_header(self, info: Any, max_side: int | None, chunked: bool = False) -> Rejection | None:
+        """Every check on what a container's header says (a :class:`StreamInfo`): frame size and
+        aspect, then length and pixel budget at the size the frames will be labelled at."""
+        width, height = info.coded_width, info.coded_height
+        labelled = (scaled_size(width, height, max_side or max(width, height))
+                    if width > 0 and height > 0 else (0, 0))
+        return (self.check_frame(width, height, "the header's frames")
+                or self.check_length(info.frames_expected, info.duration_s, info.fps, *labelled,
+                                     chunked=chunked, file_bytes=info.file_bytes))
 
     # ------------------------------------------------------------------ length
 
