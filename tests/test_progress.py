@@ -27,6 +27,7 @@ from pipeline.job import JobSummary
 from pipeline.progress import LogReporter, OutputWatcher, Progress, VideoDone
 from pipeline.run_summary import RunFigures
 from pipeline.storage import OutputLayout
+from tests.storage_servers import s3_server  # noqa: F401 - the server fixture (the s3 case only)
 
 ROOT = Path(__file__).resolve().parents[1]
 EDGE = ROOT / "tests" / "data" / "videos_edge"
@@ -71,10 +72,17 @@ def slow_writer(layout: OutputLayout, markers: list[dict], delay_s: float) -> th
     return thread
 
 
-@pytest.mark.parametrize("where", ["local", "memory"])
-def test_watcher_follows_markers_being_written(tmp_path: Path, where: str) -> None:
-    url = str(tmp_path / "out") if where == "local" else f"memory://progress-{uuid.uuid4().hex}/out"
-    layout = OutputLayout(url)
+@pytest.mark.parametrize("where", ["local", "memory", "s3"])
+def test_watcher_follows_markers_being_written(tmp_path: Path, where: str, request: pytest.FixtureRequest) -> None:
+    if where == "s3":  # a real S3 server (moto's, on 127.0.0.1): paged listings, concurrent reads
+        from tests.storage_servers import s3_storage_options
+
+        bucket = f"progress-{uuid.uuid4().hex[:12]}"
+        layout = OutputLayout(f"s3://{bucket}/out", s3_storage_options(request.getfixturevalue("s3_server")))
+        layout.fs.mkdir(bucket)
+    else:
+        layout = OutputLayout(str(tmp_path / "out") if where == "local"
+                              else f"memory://progress-{uuid.uuid4().hex}/out")
     job = "thisjob"
     ids = [f"v{i:02d}" for i in range(8)]
     for vid in ids[:2]:  # done by an earlier run
