@@ -216,6 +216,8 @@ class StreamingDecoder:
             ctx = stream.codec_context
             codec = ctx.name
             width, height = int(ctx.width), int(ctx.height)
+            if self.limits is not None:  # FFmpeg refuses larger frames, whatever the header said
+                ctx.options = {**ctx.options, "max_pixels": str(self.limits.max_source_pixels)}
         except Exception as exc:  # noqa: BLE001 - PyAV raises several types for unknown codecs
             why = ("FFmpeg knows no decoder for its codec (a damaged header can name a codec that "
                    "does not exist)" if ctx is None else _describe(exc))

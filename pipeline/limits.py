@@ -8,6 +8,10 @@ limit                  default      over it
                                     container is opened)
 ``min_side``           16 px        rejected, ``frame_too_small`` (the shorter side)
 ``max_aspect``         10           rejected, ``aspect_ratio`` (longer side / shorter side)
+``max_source_pixels``  7680x4320    rejected, ``frame_too_large``: FFmpeg decodes a frame at
+                                    full size before it can be scaled down (and holds up to
+                                    16 for reference); the decoder is also told the maximum
+                                    (FFmpeg's ``max_pixels``), should a header understate it
 ``max_side``           1920 px      **downscaled at decode**: PyAV's swscale (area filter)
                                     scales each frame so its longer side is ``max_side``,
                                     keeping the aspect ratio (the shorter side rounds, >= 1)
@@ -37,11 +41,12 @@ from dataclasses import dataclass
 from typing import Any
 
 FRAME_TOO_SMALL = "frame_too_small"
+FRAME_TOO_LARGE = "frame_too_large"
 ASPECT_RATIO = "aspect_ratio"
 FILE_TOO_LARGE = "file_too_large"
 TOO_LONG = "too_long"
 PIXEL_BUDGET = "pixel_budget"
-LIMIT_KINDS = (FRAME_TOO_SMALL, ASPECT_RATIO, FILE_TOO_LARGE, TOO_LONG, PIXEL_BUDGET)
+LIMIT_KINDS = (FRAME_TOO_SMALL, FRAME_TOO_LARGE, ASPECT_RATIO, FILE_TOO_LARGE, TOO_LONG, PIXEL_BUDGET)
 
 GIB = 1 << 30
 #: frames per second assumed to turn a frame count into a duration when the header has no rate
@@ -67,9 +72,10 @@ class VideoLimits:
     max_frames: int = 216_000
     max_file_bytes: int = 64 * GIB
     pixel_budget: float = 3e11
+    max_source_pixels: int = 7680 * 4320
 
     def __post_init__(self) -> None:
-        for name in ("min_side", "max_side", "max_frames", "max_file_bytes"):
+        for name in ("min_side", "max_side", "max_frames", "max_file_bytes", "max_source_pixels"):
             if not getattr(self, name) >= 1:
                 raise ValueError(f"limit {name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_aspect", "max_duration_s", "pixel_budget"):
@@ -104,6 +110,11 @@ class VideoLimits:
         if shorter < self.min_side:
             return Rejection(FRAME_TOO_SMALL, f"{what} of {width}x{height} have a side under the "
                                               f"minimum of {self.min_side} px (--min-frame-side)")
+        if width * height > self.max_source_pixels:
+            return Rejection(FRAME_TOO_LARGE, f"{what} of {width}x{height} ({width * height / 1e6:.1f} MP) "
+                                              f"are over the maximum of {self.max_source_pixels / 1e6:.1f} MP "
+                                              "per source frame (--max-source-pixels): FFmpeg would decode "
+                                              "them at full size before they are scaled down")
         if longer / shorter > self.max_aspect:
             return Rejection(ASPECT_RATIO, f"{what} of {width}x{height} have an aspect ratio of "
                                            f"{longer / shorter:.1f}:1, over the maximum of "

@@ -20,7 +20,7 @@ from pipeline.decode import StreamingDecoder, VideoError, classify_decode
 from pipeline.inputs import make_ref
 from pipeline.isolation import load_predictor
 from pipeline.labeler import LabelSettings, label_video
-from pipeline.limits import (ASPECT_RATIO, FILE_TOO_LARGE, FRAME_TOO_SMALL, PIXEL_BUDGET, TOO_LONG,
+from pipeline.limits import (ASPECT_RATIO, FILE_TOO_LARGE, FRAME_TOO_LARGE, FRAME_TOO_SMALL, PIXEL_BUDGET, TOO_LONG,
                              VideoLimits, parse_size, scaled_size)
 from pipeline.model_source import resolve_model
 from schemas.validate import validate_output
@@ -113,6 +113,19 @@ def test_extreme_frames_are_rejected_before_decoding(tmp_path: Path, size: tuple
     # without limits the same file decodes (the limit, not the file, refused it)
     with StreamingDecoder(str(video), 4) as plain:
         assert sum(len(b.frames) for b in plain.batches()) == 3
+
+
+def test_frames_too_large_to_decode_are_rejected_and_ffmpeg_is_told(tmp_path: Path) -> None:
+    video = flat_video(tmp_path / "big.mp4", (640, 360), frames=2)
+    with pytest.raises(VideoError) as caught:
+        _open(video, VideoLimits(max_source_pixels=640 * 360 - 1))
+    assert caught.value.kind == FRAME_TOO_LARGE and "--max-source-pixels" in str(caught.value)
+    # a header that understates the size: FFmpeg's own max_pixels refuses to decode the frames
+    decoder = _open(video, VideoLimits(max_source_pixels=640 * 360))
+    decoder._container.streams.video[0].codec_context.options = {"max_pixels": str(640 * 360 - 1)}
+    assert sum(len(b.frames) for b in decoder.batches()) == 0
+    decoder.close()
+    assert classify_decode(decoder.stats, decoder.info)[0] == "failed"
 
 
 def test_a_lying_header_is_caught_on_the_first_frame(tmp_path: Path) -> None:
