@@ -121,7 +121,7 @@ VIDEOS_V1 = pa.schema(
         _f("error_type", pa.string(), True,
            "why partial/failed: empty_file, unreadable, not_a_video, no_video_stream, "
            "unsupported_codec, no_frames_decoded, truncated, corrupt_packets, model_error; limits: "
-           "file_too_large, frame_too_small, aspect_ratio, too_long, pixel_budget; ..."),
+           "file_too_large, frame_too_small, frame_too_large, aspect_ratio, too_long, pixel_budget; ..."),
         _f("error_message", pa.string(), True, "human-readable reason, naming the file"),
         _f("frames_decoded", pa.int32(), False, "frames decoded and labelled"),
         _f("frames_expected", pa.int32(), True,
