@@ -63,6 +63,12 @@ class _SplitFn(beam.DoFn):
             try:  # the header only: no frame is decoded here
                 with StreamingDecoder(ref.url, 1, self.storage_options, self.limits, chunked=True) as probe:
                     frames = probe.info.frames_expected if probe.info else None
+                    size = probe.info.file_bytes if probe.info else None
+                if frames and size is not None and size < frames:  # fewer bytes than frames
+                    logger.warning("%s (%s): the header claims %d frames in %d bytes; not trusted to "
+                                   "plan chunks (labelled whole, its decoded length bounded by the "
+                                   "limits)", ref.url, ref.video_id, frames, size)
+                    frames = None
             except VideoError:
                 frames = None  # LabelVideos records why (a limit broken by the header included)
         chunks = plan_chunks(frames, self.settings)

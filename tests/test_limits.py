@@ -275,3 +275,28 @@ def test_job_rejects_downscales_and_chunks_by_the_limits(tmp_path: Path, capsys:
                      "--chunk-overlap", "8"]) == 0
     row = pq.read_table(out2 / "videos").to_pylist()[0]
     assert (row["status"], row["frames_decoded"]) == ("ok", 150), row
+
+
+def test_a_header_claiming_more_frames_than_bytes_plans_no_chunks(tmp_path: Path) -> None:
+    """A damaged Matroska duration (found by the fuzzer's header flips) would fan a small file
+    out into thousands of chunks; a file with fewer bytes than frames is labelled whole."""
+    import struct
+
+    from pipeline.chunked import _SplitFn
+    from pipeline.chunking import ChunkSettings
+    from tests.fuzz_videos import copy_packets
+
+    source = copy_packets(ROOT / "samples" / "videos" / "05_default_juggle.mp4", tmp_path / "j.mkv",
+                          fmt="matroska")
+    data = bytearray(source.read_bytes())
+    at = data.find(b"\x44\x89\x88")  # Segment Info's Duration, an 8-byte float in milliseconds
+    data[at + 3:at + 11] = struct.pack(">d", 1e7)  # 10,000 s: 240,000 frames at 24 fps
+    lying = tmp_path / "lying.mkv"
+    lying.write_bytes(data)
+    with StreamingDecoder(str(lying), 4, limits=VideoLimits(), chunked=True) as decoder:
+        assert decoder.info.frames_expected == 240_000 > decoder.info.file_bytes
+    split = _SplitFn(ChunkSettings(3000, 16), {}, VideoLimits())
+    out = list(split.process(make_ref(str(lying))))
+    assert len(out) == 1 and out[0].url.endswith("lying.mkv")  # the VideoRef itself: labelled whole
+    honest = list(split.process(make_ref(str(source))))
+    assert len(honest) == 1  # 8 frames: one chunk either way
