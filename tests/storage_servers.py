@@ -95,6 +95,21 @@ def start_moto_s3(log_dir: Path) -> LocalServer:
     return server
 
 
+def gcs_fill(server: LocalServer, bucket: str, names: list[str], content: bytes = b"x") -> None:
+    """Create objects ``names`` (with ``content``) in ``bucket`` on the patched emulator, in
+    requests of 5,000 (see :func:`serve_gcs`)."""
+    import json
+
+    from gcp_storage_emulator.settings import API_ENDPOINT
+
+    for start in range(0, len(names), 5000):
+        body = json.dumps({"names": names[start:start + 5000], "content": content.decode()}).encode()
+        request = urllib.request.Request(f"{server.endpoint}{API_ENDPOINT}/_fixture/b/{bucket}/fill", data=body,
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            assert json.load(answer)["created"] == len(names[start:start + 5000])
+
+
 def s3_storage_options(server: LocalServer) -> dict:
     """fsspec/s3fs options that reach the local S3 server (no environment needed)."""
     return {**S3_KEY, "client_kwargs": {"endpoint_url": server.endpoint}}
@@ -140,6 +155,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]
 
 def serve_gcs(port: int) -> None:
     """The GCS emulator on 127.0.0.1:``port`` (in memory) with a ``moveTo`` route."""
+    import json
     from http import HTTPStatus
 
     from gcp_storage_emulator import server as emulator
@@ -161,6 +177,58 @@ def serve_gcs(port: int) -> None:
     route = (rf"^{API_ENDPOINT}/b/(?P<bucket_name>[-.\w]+)/o/(?P<object_id>.*[^/]+)/moveTo/o/"
              rf"(?P<dest_object_id>.*[^/]+)$", {emulator.POST: move})
     emulator.HANDLERS = (route, *emulator.HANDLERS)
+
+    # The emulator answers an object listing with every object at once and every field: it
+    # ignores maxResults, pageToken and fields. GCS pages (1,000 names at most, nextPageToken)
+    # and returns only the fields asked for: do both here as GCS does, so the listing tests see
+    # real pages. The token is the last name of the page (names are sorted).
+    def paged_ls(request, response, storage, *args, **kwargs):
+        objects.ls(request, response, storage, *args, **kwargs)
+        if response.status != HTTPStatus.OK or not response._content:
+            return
+        listing = json.loads(response._content)
+        items = listing.get("items") or []
+        token = (request.query.get("pageToken") or [None])[0]
+        if token:
+            items = [item for item in items if item["name"] > token]
+            listing["prefixes"] = [p for p in listing.get("prefixes") or [] if p > token]
+        limit = min(int((request.query.get("maxResults") or ["1000"])[0]), 1000)
+        if len(items) > limit:
+            items = items[:limit]
+            listing["nextPageToken"] = items[-1]["name"]
+            listing["prefixes"] = [p for p in listing.get("prefixes") or [] if p <= items[-1]["name"]]
+        fields = (request.query.get("fields") or [""])[0]
+        if fields.startswith("items("):  # a partial response, as GCS gives: items(name,size),...
+            keep = fields[len("items("):fields.index(")")].split(",")
+            items = [{key: item[key] for key in keep if key in item} for item in items]
+        listing["items"] = items
+        response.json(listing)
+
+    for _pattern, methods in emulator.HANDLERS:
+        if methods.get(emulator.GET) is objects.ls:
+            methods[emulator.GET] = paged_ls
+
+    # A fixture-only route that creates many small objects in one request (gcs_fill): one
+    # upload per object through the emulator's single-threaded server takes minutes for 10,000.
+    # The objects are what the upload handler would store; reading and listing stay the real API.
+    def fill(request, response, storage, *args, **kwargs):
+        body = request.data
+        content = body.get("content", "").encode()
+        bucket = request.params["bucket_name"]
+        for name in body["names"]:
+            obj = objects._make_object_resource(request.base_url, bucket, name, "application/octet-stream",
+                                                str(len(content)))
+            storage.create_file(bucket, name, content, objects._checksums(content, obj))
+        response.json({"created": len(body["names"])})
+
+    fill_route = (rf"^{API_ENDPOINT}/_fixture/b/(?P<bucket_name>[-.\w]+)/fill$", {emulator.POST: fill})
+    emulator.HANDLERS = (fill_route, *emulator.HANDLERS)
+    # In memory, the emulator still serialises its whole metadata to JSON after every write
+    # (a copy only a restart from disk would read): O(objects) per upload, minutes for a
+    # 10,000-object bucket. The in-memory server never reads it back, so skip it.
+    from gcp_storage_emulator.storage import Storage
+
+    Storage._write_config_to_file = lambda self: None
     emulator.create_server("127.0.0.1", port, in_memory=True).run()
 
 
