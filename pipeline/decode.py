@@ -37,6 +37,7 @@ from typing import Any, Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from pipeline.decode_report import (  # noqa: F401 - re-exported: decode.X is the public name
     CORRUPT,
@@ -83,13 +84,26 @@ class FrameBatch:
     timestamps: list[float] = field(default_factory=list)
 
 
-def _seconds(frame: Any, time_base: Any) -> float | None:
+def _seconds(frame: Any, time_base: tuple[int, int] | None) -> float | None:
     """Presentation time of a frame in seconds (frames flushed from the decoder carry no time
-    base of their own, so the stream's is used), or None without a timestamp."""
-    if frame.pts is None or time_base is None:
+    base of their own, so the stream's is used), or None without a timestamp. ``time_base`` as
+    (numerator, denominator): integer true division rounds exactly as ``float(Fraction)`` does,
+    without building a Fraction per frame."""
+    pts = frame.pts
+    if pts is None or time_base is None:
         return None
-    value = float(frame.pts * time_base)
+    try:
+        value = pts * time_base[0] / time_base[1]
+    except (OverflowError, ZeroDivisionError):
+        return None
     return value if math.isfinite(value) else None
+
+
+def _time_base(stream: Any) -> tuple[int, int] | None:
+    base = stream.time_base
+    if base is None or not base.denominator:
+        return None
+    return int(base.numerator), int(base.denominator)
 
 
 def _describe(exc: BaseException) -> str:
@@ -126,6 +140,9 @@ class StreamingDecoder:
         self._prefetchers: list[Prefetcher] = []
         self._iterators: list[Iterator[FrameBatch]] = []
         self._read_to_end = False  # the demuxer reached the end of the stream (not closed early)
+        # One swscale context for every frame of the video (frame.to_ndarray(format=...) builds
+        # a new one per frame: most of the conversion's cost); used by the decoding thread only.
+        self._reformatter = VideoReformatter()
 
     # ------------------------------------------------------------------ open / close
 
@@ -260,7 +277,7 @@ class StreamingDecoder:
             if self._closed:
                 return
             stream = self._container.streams.video[0]
-            time_base = stream.time_base
+            time_base = _time_base(stream)
             packets = self._container.demux(stream)
         try:
             while True:
@@ -345,13 +362,13 @@ class StreamingDecoder:
         if (frame.width, frame.height) != target:
             if (frame.width, frame.height) != (stats.coded_width, stats.coded_height):
                 stats.resized_frames += 1  # mid-stream size change: keep the first frame's size
-            rgb = frame.reformat(width=target[0], height=target[1], format="rgb24",
-                                 interpolation="AREA").to_ndarray()
+            rgb = self._reformatter.reformat(frame, width=target[0], height=target[1], format="rgb24",
+                                             interpolation="AREA").to_ndarray()
         else:
-            rgb = frame.to_ndarray(format="rgb24")
-        if stats.rotation:
-            rgb = np.ascontiguousarray(np.rot90(rgb, k=stats.rotation // 90))
-        return rgb
+            rgb = self._reformatter.reformat(frame, format="rgb24").to_ndarray()
+        if stats.rotation:  # a view: the copy into the batch makes it contiguous
+            rgb = np.rot90(rgb, k=stats.rotation // 90)
+        return rgb  # a view of the converted frame's (row-padded) buffer
 
     def batches(self, prefetch: int = 0) -> Iterator[FrameBatch]:
         """Batches of up to ``batch_size`` displayed RGB frames, in decode order, decoded
@@ -389,8 +406,11 @@ class StreamingDecoder:
             info.packets_complete = stats.packets - stats.discarded_packets
 
     def _batches(self) -> Iterator[FrameBatch]:
+        """Each converted frame is copied at once (while it is in cache) into the batch's array,
+        the only copy between swscale's output and the model."""
         fps = self.info.fps if self.info else None
-        frames: list[np.ndarray] = []
+        batch: np.ndarray | None = None
+        filled = 0
         times: list[float] = []
         start_index = 0
         clock = time.perf_counter()
@@ -406,18 +426,24 @@ class StreamingDecoder:
                 self.stats.corrupt_frames += 1
                 if self.stats.first_corrupt_frame is None:
                     self.stats.first_corrupt_frame = index
-            frames.append(self._to_rgb(frame))
+            rgb = self._to_rgb(frame)
+            if batch is None:
+                batch = np.empty((self.batch_size, *rgb.shape), dtype=np.uint8)
+            elif rgb.shape != batch.shape[1:]:
+                raise ValueError(f"frame {index} is {rgb.shape}, the batch {batch.shape[1:]}")
+            batch[filled] = rgb
+            filled += 1
             times.append(float(t) if t is not None else (index / fps if fps else float(index)))
             if t is not None and (self.stats.last_time is None or t > self.stats.last_time):
                 self.stats.last_time = float(t)
             self.stats.frames += 1
-            if len(frames) == self.batch_size:
+            if filled == self.batch_size:
                 self.stats.seconds += time.perf_counter() - clock
-                yield FrameBatch(np.stack(frames), start_index, times)
+                yield FrameBatch(batch, start_index, times)
                 clock = time.perf_counter()
-                start_index, frames, times = self.stats.frames, [], []
-        if frames:
+                start_index, batch, filled, times = self.stats.frames, None, 0, []
+        if filled:
             self.stats.seconds += time.perf_counter() - clock
-            yield FrameBatch(np.stack(frames), start_index, times)
+            yield FrameBatch(batch[:filled], start_index, times)
         else:
             self.stats.seconds += time.perf_counter() - clock
