@@ -9,12 +9,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
 from dask.distributed import Client, LocalCluster
 
 from jobs.cli import main as cli_main
-from pipeline.dask_runner import TASK_PREFIX
+from pipeline.dask_runner import TASK_PREFIX, DaskClusterRunner
 from pipeline.inputs import make_ref
 from schemas.validate import validate_output
 
@@ -47,7 +51,7 @@ def _key_name(key: object) -> str:
 
 @pytest.fixture(scope="module")
 def cluster():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as local:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as local:
         yield local
 
 
@@ -103,3 +107,69 @@ def test_dask_runner_refuses_local_runner_options(tmp_path: Path, caplog) -> Non
     assert rc == 2
     assert "--workers is for the local runner" in caplog.text
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_long_video_in_chunks_on_a_dask_cluster(cluster: LocalCluster, tmp_path: Path, capsys) -> None:
+    """--chunk-frames: the chunk planner's tagged outputs and the GroupByKey that stitches the
+    chunks back run on the cluster; the stitched video is one row like any other."""
+    out = tmp_path / "out"
+    rc, counts = _label([str(EDGE / "odd_321x183.webm"), str(out), *MODEL, "--chunk-frames", "12",
+                         "--chunk-overlap", "4", "--runner", "DaskRunner",
+                         f"--dask_client_address={cluster.scheduler_address}"], capsys)
+    assert rc == 0 and counts[:5] == (1, 1, 0, 0, 0) and counts[5] == 30
+    assert validate_output(str(out), deep=True).ok
+    (row,) = pq.read_table(out / "videos").to_pylist()
+    assert row["frames_decoded"] == 30 and row["status"] == "ok"
+    frames = {r["frame_index"] for r in pq.read_table(out / "tracks").to_pylist()}
+    assert frames and max(frames) >= 24  # the last chunk's frames are there
+
+
+class _Split(beam.DoFn):
+    """Odd numbers to the main output, even ones tagged; each call logged to a file."""
+
+    def __init__(self, log: str) -> None:
+        self.log = log
+        self.calls = Metrics.counter("test", "calls")
+
+    def process(self, x: int):
+        with open(self.log, "a") as handle:
+            handle.write(f"{x}\n")
+        self.calls.inc()
+        yield x if x % 2 else beam.pvalue.TaggedOutput("even", x)
+
+
+def test_tagged_outputs_metrics_and_work_done_once(tmp_path: Path) -> None:
+    """Beam's DaskRunner merges a multi-output ParDo's outputs and reports no metrics; ours keeps
+    each tag apart, gathers the metrics, spreads a Reshuffle over the partitions and runs the
+    ParDo once per element although three consumers read it."""
+    log, sink = tmp_path / "calls.txt", tmp_path / "sink.txt"
+
+    def write(item: tuple[str, int]) -> tuple[str, int]:
+        with open(sink, "a") as handle:
+            handle.write(f"{item[0]} {item[1]}\n")
+        return item
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as local:
+        options = PipelineOptions([f"--dask_client_address={local.scheduler_address}", "--dask_npartitions=4"])
+        pipeline = beam.Pipeline(runner=DaskClusterRunner(), options=options)
+        split = (pipeline | beam.Create([0]) | "Expand" >> beam.FlatMap(lambda _: range(12))
+                 | beam.Reshuffle() | "Split" >> beam.ParDo(_Split(str(log))).with_outputs("even", main="odd"))
+        odd = split.odd | "Odd" >> beam.Map(lambda x: ("odd", x))
+        even = split.even | "Even" >> beam.Map(lambda x: ("even", x))
+        count = (split.odd | "Count" >> beam.combiners.Count.Globally()
+                 | "CountOut" >> beam.Map(lambda n: ("count", n)))
+        _ = (odd, even, count) | beam.Flatten() | "Write" >> beam.Map(write)
+        with Client(local) as observer:
+            observer.get_task_stream()
+            result = pipeline.run()
+            assert result.wait_until_finish() == "DONE"
+            stream = observer.get_task_stream()
+    bundles = {task["key"] for task in stream if _key_name(task["key"]).startswith(f"{TASK_PREFIX}Split")}
+    assert len(bundles) == 4  # Reshuffle -> --dask_npartitions partitions, one bundle each
+    assert sorted(int(x) for x in log.read_text().split()) == list(range(12))  # once each
+    expected = sorted(f"{'odd' if x % 2 else 'even'} {x}" for x in range(12)) + ["count 6"]
+    assert sorted(sink.read_text().splitlines()) == sorted(expected)  # each tag apart, once
+    counters = {m.key.metric.name: m.committed
+                for m in result.metrics().query(MetricsFilter().with_namespace("test"))["counters"]}
+    assert counters == {"calls": 12}
