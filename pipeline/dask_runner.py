@@ -4,9 +4,10 @@ Beam's own ``DaskRunner`` (``apache_beam.runners.dask.dask_runner``, Beam 2.78) 
 pipeline into Dask bags, but as shipped it cannot run the label job:
 
 1. **Tagged outputs are merged.** Its ParDo keeps one list of outputs per bundle and every
-   consumer of a multi-output ParDo gets all of them: ``ClaimVideos``' quarantined videos reach
-   the model and every video to label reaches ``WriteVideoTables`` (``AttributeError: 'VideoRef'
-   object has no attribute 'tracks'``); the chunk planner of ``--chunk-frames`` has the same shape.
+   consumer of a multi-output ParDo gets all of them: the chunk planner of ``--chunk-frames``
+   sends whole videos and chunks to both branches (and when ``ClaimVideos`` still had a tagged
+   output for quarantined videos, every video to label reached ``WriteVideoTables``:
+   ``AttributeError: 'VideoRef' object has no attribute 'tracks'``).
 2. **No parallelism.** ``Reshuffle`` becomes a no-op and a ParDo runs per bag partition, so a
    graph that starts from one element (``MatchVideos`` lists INPUT on a worker) runs every video in
    one partition, on one Dask worker.
