@@ -104,11 +104,13 @@ def _run_bundle(items: Iterable[Any], step: str, fn: Any, window_fn: Any, side_i
     try:
         with sampler.scoped_state(step, "process", metrics_container=container):
             invoker.invoke_setup()
-            invoker.invoke_start_bundle()
-            for item in items:
-                invoker.invoke_process(get_windowed_value(item, window_fn))
-            invoker.invoke_finish_bundle()
-            invoker.invoke_teardown()
+            try:
+                invoker.invoke_start_bundle()
+                for item in items:
+                    invoker.invoke_process(get_windowed_value(item, window_fn))
+                invoker.invoke_finish_bundle()
+            finally:
+                invoker.invoke_teardown()  # also when the bundle failed
     finally:
         statesampler.set_current_tracker(previous)
     outputs.append((METRICS_TAG, container.get_cumulative()))
