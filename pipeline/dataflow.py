@@ -88,6 +88,16 @@ class GpuRequest:
                 f"(known: {', '.join(sorted(GPU_MACHINE_TYPES))})") from None
 
 
+#: ``--runner`` values (lower case) of Google Cloud Dataflow
+DATAFLOW_RUNNERS = ("dataflowrunner", "apache_beam.runners.dataflow.dataflow_runner.dataflowrunner")
+#: the container image options (the second is Beam's deprecated alias)
+IMAGE_OPTIONS = ("sdk_container_image", "worker_harness_container_image")
+
+
+def is_dataflow(runner: str | None) -> bool:
+    return (runner or "").lower() in DATAFLOW_RUNNERS
+
+
 def _has_option(beam_args: Sequence[str], *names: str) -> bool:
     return any(arg == f"--{n}" or arg.startswith(f"--{n}=") for arg in beam_args for n in names)
 
@@ -95,21 +105,19 @@ def _has_option(beam_args: Sequence[str], *names: str) -> bool:
 def remote_beam_args(beam_args: Sequence[str], gpu_text: str | None) -> list[str]:
     """``beam_args`` plus what a remote label job needs: the GPU hint, machine type and one model
     per GPU for ``--gpu``; ``--sdk_location=container`` with a custom container. Options the user
-    gave win. Local runs get ``beam_args`` unchanged (``--gpu`` is refused there)."""
+    gave win. Other runners get ``beam_args`` unchanged (``--gpu`` is refused there)."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    from pipeline.runner import LOCAL_RUNNERS
 
     args = list(beam_args)
     runner = PipelineOptions(args).view_as(StandardOptions).runner or "DirectRunner"
-    if runner.lower() in LOCAL_RUNNERS:
+    if not is_dataflow(runner):
         if gpu_text:
-            raise RemoteSetupError("--gpu is for remote runners (Dataflow); a local run uses the "
-                                   "machine's GPU with --device cuda (or auto)")
+            raise RemoteSetupError(f"--gpu is for the Dataflow runner, not {runner}; elsewhere the "
+                                   "workers use their own GPU with --device cuda (or auto)")
         return args
     gpu = GpuRequest.parse(gpu_text) if gpu_text else None
     if gpu is not None:
-        if not _has_option(args, "sdk_container_image"):
+        if not _has_option(args, *IMAGE_OPTIONS):
             raise RemoteSetupError("--gpu needs --sdk_container_image (an image built from the "
                                    "Dockerfile: CUDA torch and daq-label; see docs/dataflow.md)")
         if _has_option(args, "resource_hints", "resource_hint"):
@@ -120,15 +128,21 @@ def remote_beam_args(beam_args: Sequence[str], gpu_text: str | None) -> list[str
         if not _has_option(args, "number_of_worker_harness_threads"):
             args.append("--number_of_worker_harness_threads=1")
         args.append("--experiments=no_use_multiple_sdk_containers")
-    if _has_option(args, "sdk_container_image") and not _has_option(args, "sdk_location"):
+    if _has_option(args, *IMAGE_OPTIONS) and not _has_option(args, "sdk_location"):
         args.append("--sdk_location=container")
     return args
 
 
 def check_workers_get_the_package(options: Any) -> None:
-    """Refuse a remote job whose workers would not have daq-label installed."""
+    """Refuse a Dataflow job whose workers would not have daq-label installed (other remote
+    runners, Flink or Spark, may run on nodes that have it: not checked)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    if not is_dataflow(options.view_as(StandardOptions).runner):
+        return
     setup = options.view_as(SetupOptions)
-    image = options.view_as(WorkerOptions).sdk_container_image
+    worker = options.view_as(WorkerOptions)
+    image = worker.sdk_container_image or getattr(worker, "worker_harness_container_image", None)
     if image or setup.setup_file or setup.extra_packages:
         return
     raise RemoteSetupError(
@@ -204,8 +218,14 @@ def summary_from_output(layout: Any, wall_s: float, state: str) -> Any:
 
 
 def wait_and_summarise(job: Any, remote: RemoteResult) -> Any:
-    """Wait for the remote job to finish, then summarise OUTPUT from its tables."""
+    """Wait for the remote job to finish, then summarise OUTPUT from its tables. A job that
+    ends failed or cancelled (Beam's Dataflow result raises then) is summarised all the same:
+    OUTPUT holds what its workers finished."""
     start = time.perf_counter()
-    remote.result.wait_until_finish()
+    try:
+        remote.result.wait_until_finish()
+    except Exception as exc:  # noqa: BLE001 - the runner reports a failed job by raising
+        logger.error("remote job %s did not succeed: %s", remote.job_id, str(exc).splitlines()[0] if str(exc) else
+                     type(exc).__name__)
     state = str(getattr(remote.result, "state", "UNKNOWN"))
     return summary_from_output(job.layout, time.perf_counter() - start, state)

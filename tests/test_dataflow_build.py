@@ -185,8 +185,13 @@ def test_dockerfile_matches_the_launcher_and_installs_the_package() -> None:
 def test_gpu_needs_a_container_and_a_remote_runner() -> None:
     with pytest.raises(dataflow.RemoteSetupError, match="--sdk_container_image"):
         dataflow.remote_beam_args(["--runner", "DataflowRunner"], "nvidia-l4")
-    with pytest.raises(dataflow.RemoteSetupError, match="remote runners"):
+    with pytest.raises(dataflow.RemoteSetupError, match="for the Dataflow runner, not DirectRunner"):
         dataflow.remote_beam_args([], "nvidia-l4")
+    with pytest.raises(dataflow.RemoteSetupError, match="for the Dataflow runner, not DaskRunner"):
+        dataflow.remote_beam_args(["--runner=DaskRunner", "--sdk_container_image=i"], "nvidia-l4")
+    assert dataflow.remote_beam_args(["--runner=FlinkRunner"], None) == ["--runner=FlinkRunner"]
+    legacy = dataflow.remote_beam_args(["--runner=DataflowRunner", "--worker_harness_container_image=i"], "nvidia-l4")
+    assert "--sdk_location=container" in legacy
     with pytest.raises(dataflow.RemoteSetupError, match="one GPU per worker"):
         dataflow.GpuRequest.parse("nvidia-l4:2")
     args = dataflow.remote_beam_args(["--runner=DataflowRunner", "--sdk_container_image=i", "--machine_type=g2-standard-8"],
@@ -231,3 +236,33 @@ def test_cpu_job_without_container_stages_our_wheel(gcs_server, tmp_path: Path, 
         for dep in env.dependencies:
             staged.append(beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(dep.role_payload).staged_name)
     assert wheel.name in staged, staged
+
+
+def test_only_dataflow_jobs_must_ship_the_package() -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    with pytest.raises(dataflow.RemoteSetupError, match="needs daq-label on its workers"):
+        dataflow.check_workers_get_the_package(PipelineOptions(["--runner=DataflowRunner"]))
+    dataflow.check_workers_get_the_package(PipelineOptions(["--runner=FlinkRunner"]))  # nodes may have it
+    dataflow.check_workers_get_the_package(
+        PipelineOptions(["--runner=DataflowRunner", "--worker_harness_container_image=i"]))
+
+
+def test_wait_summarises_a_failed_job_instead_of_raising(tmp_path: Path, caplog) -> None:
+    """Beam's Dataflow result raises when the job ends failed: --wait still prints a summary of
+    what OUTPUT holds and the launcher exits 1."""
+    from pipeline.storage import OutputLayout
+
+    class FailedResult:
+        state = "FAILED"
+
+        def wait_until_finish(self):
+            raise RuntimeError("Dataflow pipeline failed. State: FAILED, Error:\nworkers lost")
+
+    class Job:
+        layout = OutputLayout(str(tmp_path / "out"))
+
+    remote = dataflow.RemoteResult(FailedResult(), "2026-12-06_01", None, False)
+    summary = dataflow.wait_and_summarise(Job(), remote)
+    assert summary.state == "FAILED" and summary.videos == 0
+    assert "remote job 2026-12-06_01 did not succeed: Dataflow pipeline failed" in caplog.text
