@@ -194,6 +194,24 @@ class VideoClaims:
             except OSError as exc:  # harmless: the done marker decides
                 logger.warning("could not remove %s: %s", folder, exc)
 
+    def abandon(self) -> int:
+        """Give up the claims this job holds in this process (its run stopped before their
+        videos were done): they are no longer refreshed and their files go, so a rerun in the
+        same process (whose id makes them look live) can take the videos at once. Attempt markers
+        stay. Returns how many were given up."""
+        abandoned = KEEPER.held_videos(self)
+        for video_id in abandoned:
+            KEEPER.drop(self, video_id)
+            try:
+                self.layout.fs.rm(self.claim_dir(video_id), recursive=True)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # the claim lapses at its expiry instead
+                logger.warning("could not remove the claim of %s: %s", video_id, exc)
+        if abandoned:
+            logger.info("gave up %d claim(s) of videos this run did not finish", len(abandoned))
+        return len(abandoned)
+
     # -------------------------------------------------------------- attempts
 
     def attempt_dir(self, video_id: str) -> str:
@@ -243,6 +261,11 @@ class _ClaimKeeper:
     def drop(self, claims: VideoClaims, video_id: str) -> None:
         with self._lock:
             self._held.pop((claims.layout.url, claims.job_id, video_id), None)
+
+    def held_videos(self, claims: VideoClaims) -> list[str]:
+        """The videos whose claims of ``claims``' job this process holds."""
+        with self._lock:
+            return [key[2] for key in self._held if key[:2] == (claims.layout.url, claims.job_id)]
 
     def _run(self) -> None:
         while True:

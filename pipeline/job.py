@@ -176,8 +176,11 @@ class LabelJob:
         start = time.perf_counter()
         pipeline = beam.Pipeline(runner=setup.runner, options=setup.options)
         self.build(pipeline, spec, setup.torch_threads)
-        result = pipeline.run()
-        result.wait_until_finish()
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        finally:  # a run that stopped (a full disk...) leaves no claim this process still refreshes
+            self.claims.abandon()
         clear_stale_tmp(self.layout, self.claims)  # what this run's killed predecessors left
         summary = JobSummary.from_result(result, time.perf_counter() - start, self.layout.url)
         return summary

@@ -111,3 +111,18 @@ def test_start_up_cleanup_keeps_what_a_live_job_writes(tmp_path: Path) -> None:
     assert clear_stale_tmp(me.layout, me) == 2
     assert sorted(p.name for p in tmp.iterdir()) == sorted([kept.name, young_probe.name])
     other.release(other_vid)
+
+
+def test_abandon_gives_up_this_process_claims_only(tmp_path: Path) -> None:
+    """A run that stopped (e.g. a full disk) gives up what it still holds, so a rerun in the same
+    process takes the videos at once; another job's claims stay."""
+    layout = OutputLayout(str(tmp_path / "out"))
+    first, other, rerun = (VideoClaims(layout, job, ClaimSettings()) for job in ("job-a", "job-b", "job-c"))
+    assert first.try_claim("v1")[0] and first.try_claim("v2")[0] and other.try_claim("v3")[0]
+    assert not rerun.try_claim("v1")[0]  # same host, live process: looks live
+    assert first.abandon() == 2 and first.abandon() == 0
+    assert rerun.try_claim("v1")[0] and rerun.try_claim("v2")[0]
+    assert not rerun.try_claim("v3")[0]
+    for claims in (other, rerun):
+        for video in ("v1", "v2", "v3"):
+            claims.release(video)
