@@ -29,6 +29,8 @@ import argparse
 import glob
 import json
 import logging
+import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -46,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from daq_model.outputs import VideoInfo  # noqa: E402
 from pipeline.decode import StreamingDecoder  # noqa: E402
 from pipeline.handler import load_predictor  # noqa: E402
+from pipeline.isolation import IsolationSettings  # noqa: E402
 from pipeline.job import LabelJob  # noqa: E402
 from pipeline.labeler import LabelSettings  # noqa: E402
 from pipeline.model_source import resolve_model  # noqa: E402
@@ -165,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="decode rounds, ours and PyAV alternating in each (best of)")
     parser.add_argument("--decode-only", action="store_true",
                         help="measure the decode comparison only (no model, no label job)")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="label K copies of each video (distinct names, so distinct videos): "
+                             "the job's fixed start-up (Beam, the model process) weighs less")
+    parser.add_argument("--no-isolation", action="store_true",
+                        help="the job without its model process (decode and model in the worker)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -193,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         with StreamingDecoder(path, push) as decoder:
             videos.append([b.frames for b in decoder.batches()])
+    videos = videos * max(1, args.copies)  # the model sees each copy, as the job does
     frames = sum(b.shape[0] for v in videos for b in v)
     predictor = load_predictor(spec, "cpu").predictor
     model_only(predictor, videos[:1])  # warm-up
@@ -200,11 +209,18 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         listing = Path(tmp) / "videos.txt"
-        listing.write_text("\n".join(paths) + "\n")
+        copies = []
+        for k in range(max(1, args.copies)):
+            for path in paths:
+                copy = Path(tmp) / "videos" / f"{k}_{Path(path).name}"
+                copy.parent.mkdir(exist_ok=True)
+                os.link(path, copy) if Path(path).stat().st_dev == copy.parent.stat().st_dev else shutil.copy(path, copy)
+                copies.append(str(copy))
+        listing.write_text("\n".join(copies) + "\n")
         setup = runner_setup([], workers=1)
         setup.torch_threads = args.torch_threads
         job = LabelJob(str(listing), str(Path(tmp) / "out"), spec, LabelSettings(frames_per_push=push),
-                       device="cpu")
+                       device="cpu", isolation=IsolationSettings(enabled=not args.no_isolation))
         start = time.perf_counter()
         summary = job.run(setup)
         job_s = time.perf_counter() - start
@@ -212,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     model_s = statistics.mean([model_before, model_after])
 
     figures = {
-        "videos": len(paths), "frames": frames, "torch_threads": args.torch_threads,
+        "videos": len(videos), "frames": frames, "torch_threads": args.torch_threads,
+        "isolation": not args.no_isolation, "copies": max(1, args.copies),
         "job_s": round(job_s, 3), "pipeline_s": round(summary.wall_s, 3),
         "model_only_s": [round(model_before, 3), round(model_after, 3)],
         "rle_s": round(rle_s, 3), "track_masks_per_frame": round(masks / frames, 1),
@@ -222,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         **decode,
         "job_summary": summary.line(),
     }
-    print(f"{len(paths)} videos, {frames} frames, torch threads {args.torch_threads}, "
+    print(f"{len(videos)} videos ({len(paths)} x {max(1, args.copies)} copies), {frames} frames, "
+          f"isolation {'off' if args.no_isolation else 'on'}, torch threads {args.torch_threads}, "
           f"{masks / frames:.0f} tracker entries per frame"
           + ("" if predictor.cfg.offline else " (each mask RLE-encoded)"))
     print(f"  model only          {model_before:8.2f}s / {model_after:.2f}s (before / after the job)")
