@@ -192,26 +192,28 @@ def submit(job: Any, setup: Any, check_model: bool = True) -> RemoteResult:
 
 def summary_from_output(layout: Any, wall_s: float, state: str) -> Any:
     """A :class:`pipeline.job.JobSummary` of everything OUTPUT holds, read from its ``videos``
-    table (one small file per video; a remote runner's metrics are not needed)."""
-    import pyarrow.parquet as pq
+    table (one small file per video, read as one Arrow dataset: the four columns needed, files
+    in parallel; a remote runner's metrics are not needed)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
 
     from pipeline.job import JobSummary
     from pipeline.storage import join
+    from schemas.tables import table_spec
 
-    counts = {"ok": 0, "partial": 0, "failed": 0}
-    frames = tracks = 0
-    error_types: dict[str, int] = {}
     directory = join(layout.root, "videos")
-    paths = layout.fs.find(directory) if layout.fs.exists(directory) else []
-    for path in paths:
-        with layout.fs.open(path, "rb") as handle:
-            table = pq.read_table(handle, columns=["status", "error_type", "frames_decoded", "num_tracks"])
-        for row in table.to_pylist():
-            counts[row["status"]] = counts.get(row["status"], 0) + 1
-            frames += int(row["frames_decoded"] or 0)
-            tracks += int(row["num_tracks"] or 0)
-            if row["error_type"]:
-                error_types[row["error_type"]] = error_types.get(row["error_type"], 0) + 1
+    counts = {"ok": 0, "partial": 0, "failed": 0}
+    error_types: dict[str, int] = {}
+    frames = tracks = 0
+    if layout.fs.exists(directory):
+        table = ds.dataset(directory, schema=table_spec("videos").schema, format="parquet",
+                           filesystem=layout.fs).to_table(
+            columns=["status", "error_type", "frames_decoded", "num_tracks"])
+        for column, into in (("status", counts), ("error_type", error_types)):
+            for item in pc.value_counts(table[column].drop_null()).to_pylist():
+                into[item["values"]] = into.get(item["values"], 0) + item["counts"]
+        frames = int(pc.sum(table["frames_decoded"]).as_py() or 0)
+        tracks = int(pc.sum(table["num_tracks"]).as_py() or 0)
     return JobSummary(ok=counts["ok"], partial=counts["partial"], failed=counts["failed"], already_done=0,
                       frames=frames, tracks=tracks, wall_s=wall_s, output=layout.url, state=state,
                       error_types=error_types)

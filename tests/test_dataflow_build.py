@@ -30,6 +30,7 @@ from apache_beam.options.pipeline_options import DebugOptions, WorkerOptions  # 
 import pipeline.dataflow as dataflow  # noqa: E402
 from jobs.cli import main as cli_main  # noqa: E402
 from tests.storage_servers import gcs_server  # noqa: E402,F401 - the server fixture
+from tests.conftest_outputs import labelled_output  # noqa: E402,F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = ["--dry_run=True", "--no_auth"]
@@ -266,3 +267,18 @@ def test_wait_summarises_a_failed_job_instead_of_raising(tmp_path: Path, caplog)
     summary = dataflow.wait_and_summarise(Job(), remote)
     assert summary.state == "FAILED" and summary.videos == 0
     assert "remote job 2026-12-06_01 did not succeed: Dataflow pipeline failed" in caplog.text
+
+
+def test_wait_summary_counts_what_output_holds(labelled_output) -> None:
+    """--wait's summary, read from OUTPUT's videos table, agrees with the table row by row."""
+    import pyarrow.parquet as pq
+
+    from pipeline.storage import OutputLayout
+
+    rows = pq.read_table(labelled_output / "videos").to_pylist()
+    summary = dataflow.summary_from_output(OutputLayout(str(labelled_output)), 1.0, "DONE")
+    assert (summary.ok, summary.partial, summary.failed) == tuple(
+        sum(r["status"] == s for r in rows) for s in ("ok", "partial", "failed"))
+    assert summary.failed == 1 and summary.error_types == {"not_a_video": 1}
+    assert summary.frames == sum(r["frames_decoded"] for r in rows)
+    assert summary.tracks == sum(r["num_tracks"] for r in rows) > 0
