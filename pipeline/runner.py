@@ -55,11 +55,6 @@ def register_runner_options(beam_args: Sequence[str]) -> None:
         return
     try:
         import dask.distributed  # noqa: F401  (Beam's Dask module skips it silently when missing)
-        # Dask's bag shuffle imports dask.dataframe (and pandas) lazily, while the job is built;
-        # by then the launcher's progress thread runs too, and a pandas import racing another
-        # thread's imports once failed the job ("module 'pandas' has no attribute 'core'"). Here
-        # it happens once, before any thread starts.
-        import dask.dataframe  # noqa: F401
         from apache_beam.runners.dask import dask_runner  # noqa: F401  (registers DaskOptions)
     except ImportError as exc:
         raise ValueError(f"--runner DaskRunner needs Dask: {DASK_INSTALL_HINT} ({exc})") from None
