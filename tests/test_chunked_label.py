@@ -132,21 +132,6 @@ def test_shipped_model_in_chunks_stitches_like_the_whole_video(tmp_path: Path) -
 # --------------------------------------------------------------------------- stitched video rows
 
 
-def _stitching_cases():
-    """The synthetic long-video cases of test_stitching.py (loaded by path: ``tests`` is no
-    package)."""
-    import importlib.util
-    import sys
-
-    if "stitching_cases" in sys.modules:
-        return sys.modules["stitching_cases"]
-    spec = importlib.util.spec_from_file_location("stitching_cases", Path(__file__).with_name("test_stitching.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def provenance():
     return resolve_model(None, None).provenance()
@@ -155,7 +140,8 @@ def provenance():
 def _parts(seed: int = 4, frames: int = 100):
     from pipeline.chunk_label import ChunkLabels
     from pipeline.decode import DecodeStats, StreamInfo
-    cases = _stitching_cases()
+    from tests import test_stitching as cases  # its synthetic long-video cases
+
     H, W, synthetic_case = cases.H, cases.W, cases.synthetic_case
     chunks, _objects, labelled, _truth, _crossings = synthetic_case(seed, frames=frames, length=40, overlap=10)
     ref = make_ref("/videos/long.mp4")
